@@ -1,0 +1,112 @@
+"""Settings of an `EgtLM`, validated where they enter.
+
+GritLM's constructor names (`pooling_method`, `normalized`, `attn`, `embed_eos`) map onto these
+fields so GritLM code moves over unchanged; see `EgtLMConfig.from_kwargs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+Mode = Literal["unified", "embedding", "generative"]
+Pooling = Literal["mean", "weightedmean", "last", "cls"]
+Attention = Literal["bidirectional", "causal"]
+PromptFormat = Literal["egtlm", "gritlm", "e5", "none", "custom"]
+CacheCapture = Literal["auto", "reuse", "causal"]
+
+MODES: tuple[str, ...] = ("unified", "embedding", "generative")
+POOLINGS: tuple[str, ...] = ("mean", "weightedmean", "last", "cls")
+ATTENTIONS: tuple[str, ...] = ("bidirectional", "causal")
+PROMPT_FORMATS: tuple[str, ...] = ("egtlm", "gritlm", "e5", "none", "custom")
+CACHE_CAPTURES: tuple[str, ...] = ("auto", "reuse", "causal")
+
+# GritLM / sentence-transformers spellings accepted as aliases.
+_POOLING_ALIASES = {"lasttoken": "last", "last_token": "last", "cls_token": "cls", "weighted_mean": "weightedmean"}
+# GritLM's attn strings: first pair = embedding attention, second = generation (always causal here).
+_ATTN_ALIASES = {"bbcc": "bidirectional", "cccc": "causal", "bb": "bidirectional", "cc": "causal"}
+
+
+def _choose(name: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ValueError(f"Unknown {name} {value!r}; expected one of {valid}.")
+    return value
+
+
+@dataclass
+class EgtLMConfig:
+    """How an `EgtLM` embeds and generates.
+
+    Attributes:
+        mode: "unified" loads the LM with its head (embed + generate), "embedding" loads the bare
+            transformer (no LM head, encode only), "generative" refuses `encode`.
+        pooling: how token states become one vector; "last" is e5-mistral's last real token.
+        attention: attention during the embedding pass; generation is always causal.
+        normalize: L2-normalise embeddings.
+        embed_eos: a string appended to every embedded text (GritLM/e5 append EOS for "last" pooling).
+            None means the tokenizer's EOS for "last" pooling and nothing otherwise; "" means nothing.
+        prompt_format: how an instruction is wrapped (`prompts.py`).
+        prompt_template: the template for prompt_format="custom"; must contain "{instruction}".
+        query_instruction: task text applied by `encode_queries`.
+        document_instruction: task text applied by `encode_documents` (none by default).
+        max_length: token limit per text; longer texts are truncated with a warning.
+        batch_size: texts per forward pass.
+        cache_capture: where document KV states come from when `get_cache=True` and attention is
+            bidirectional: "reuse" the bidirectional states (GRIT-trained models only), "causal" run an
+            extra causal pass (exact for any model), "auto" = causal.
+    """
+
+    mode: Mode = "unified"
+    pooling: Pooling = "mean"
+    attention: Attention = "bidirectional"
+    normalize: bool = True
+    embed_eos: str | None = None
+    prompt_format: PromptFormat = "egtlm"
+    prompt_template: str | None = None
+    query_instruction: str = "Given a question, retrieve passages that answer the question"
+    document_instruction: str = ""
+    max_length: int = 512
+    batch_size: int = 32
+    cache_capture: CacheCapture = "auto"
+
+    def __post_init__(self) -> None:
+        self.pooling = _POOLING_ALIASES.get(self.pooling, self.pooling)  # type: ignore[assignment]
+        self.attention = _ATTN_ALIASES.get(self.attention, self.attention)  # type: ignore[assignment]
+        _choose("mode", self.mode, MODES)
+        _choose("pooling", self.pooling, POOLINGS)
+        _choose("attention", self.attention, ATTENTIONS)
+        _choose("prompt_format", self.prompt_format, PROMPT_FORMATS)
+        _choose("cache_capture", self.cache_capture, CACHE_CAPTURES)
+        if self.prompt_format == "custom":
+            if not self.prompt_template or "{instruction}" not in self.prompt_template:
+                raise ValueError(
+                    "prompt_format='custom' needs prompt_template containing '{instruction}', "
+                    f"got {self.prompt_template!r}."
+                )
+        elif self.prompt_template is not None:
+            raise ValueError(f"prompt_template is only used with prompt_format='custom', not {self.prompt_format!r}.")
+        if not isinstance(self.max_length, int) or self.max_length < 2:
+            raise ValueError(f"max_length must be an integer ≥ 2, got {self.max_length!r}.")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+
+    @property
+    def resolved_capture(self) -> Literal["reuse", "causal"]:
+        """The capture actually used: a causal embedding pass always gives exact generation states."""
+        if self.attention == "causal" or self.cache_capture == "reuse":
+            return "reuse"
+        return "causal"
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> tuple[EgtLMConfig, dict[str, Any]]:
+        """Split constructor kwargs into config fields (GritLM names mapped) and the rest."""
+        kwargs = dict(kwargs)
+        renames = {"pooling_method": "pooling", "normalized": "normalize", "attn": "attention"}
+        for old, new in renames.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise ValueError(f"Pass either {old!r} or {new!r}, not both.")
+                kwargs[new] = kwargs.pop(old)
+        names = {f.name for f in fields(cls)}
+        cfg = cls(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+        return cfg, kwargs

@@ -1,0 +1,161 @@
+"""The embedding pass: tokenize with an instruction, batch by length, forward, pool, capture caches.
+
+A text must embed the same alone or in any batch. Three things make that hold: positions count
+real tokens only (`attention.position_ids_for`), the attention mask blocks padding keys, and the
+instruction boundary comes from the offsets of the full text's tokenization (tokenizing the
+instruction alone miscounts where tokens merge across the boundary).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import DynamicCache
+
+from .attention import embedding_attention_mask, position_ids_for
+from .pooling import pool
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizedText:
+    """One text ready for the model: `ids[content_start:]` are the pooled (non-instruction) tokens."""
+
+    ids: list[int]
+    content_start: int
+    truncated: bool = False
+
+
+def tokenize_for_embedding(
+    tokenizer: Any, texts: Sequence[str], instruction: str, max_length: int, suffix_ids: Sequence[int] = ()
+) -> list[TokenizedText]:
+    """Tokenize `instruction + text` (+ suffix ids, e.g. EOS), truncating the text part to `max_length`."""
+    encoded = tokenizer([instruction + t for t in texts], add_special_tokens=True, return_offsets_mapping=True)
+    boundary = len(instruction)
+    out = []
+    for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+        # First token that covers a character of the text; BOS (offsets (0, 0)) stays on the instruction side.
+        start = next((i for i, (_, end) in enumerate(offsets) if end > boundary), len(ids))
+        keep = max_length - len(suffix_ids)
+        if start >= keep:
+            raise ValueError(
+                f"The instruction takes {start} tokens, leaving no room for text within max_length="
+                f"{max_length}; shorten the instruction or raise max_length."
+            )
+        truncated = len(ids) > keep
+        out.append(TokenizedText(list(ids[:keep]) + list(suffix_ids), start, truncated))
+    return out
+
+
+def pad_batch(
+    items: Sequence[TokenizedText], pad_id: int, side: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> input_ids, attention_mask, content_mask, each [batch, longest]."""
+    longest = max(len(it.ids) for it in items)
+    ids = torch.full((len(items), longest), pad_id, dtype=torch.long)
+    attention = torch.zeros(len(items), longest, dtype=torch.long)
+    content = torch.zeros(len(items), longest, dtype=torch.long)
+    for row, it in enumerate(items):
+        n = len(it.ids)
+        lo = longest - n if side == "left" else 0
+        ids[row, lo : lo + n] = torch.tensor(it.ids)
+        attention[row, lo : lo + n] = 1
+        content[row, lo + it.content_start : lo + n] = 1
+    return ids.to(device), attention.to(device), content.to(device)
+
+
+def forward_states(
+    body: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool, use_cache: bool
+) -> tuple[torch.Tensor, DynamicCache | None]:
+    """One pass of the bare transformer with our own mask -> (last hidden states, cache or None)."""
+    mask = embedding_attention_mask(attention_mask, causal=causal, dtype=body.dtype)
+    out = body(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=position_ids_for(attention_mask),
+        use_cache=use_cache,
+    )
+    return out.last_hidden_state, (out.cache if use_cache else None)
+
+
+def split_cache(cache: DynamicCache, attention_mask: torch.Tensor, config: Any) -> list[DynamicCache]:
+    """A batch's cache -> one cache per row with the padding positions removed."""
+    caches = []
+    for row in range(attention_mask.shape[0]):
+        real = attention_mask[row].bool()
+        data = [(layer.keys[row : row + 1, :, real].clone(), layer.values[row : row + 1, :, real].clone())
+                for layer in cache.layers]
+        caches.append(DynamicCache(ddp_cache_data=data, config=config))
+    return caches
+
+
+def length_sorted_batches(items: Sequence[TokenizedText], batch_size: int) -> list[list[int]]:
+    """Indices grouped longest-first, so each batch pads little."""
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def warn_truncated(items: Sequence[TokenizedText], max_length: int) -> None:
+    count = sum(it.truncated for it in items)
+    if count:
+        warnings.warn(
+            f"{count} of {len(items)} texts were longer than max_length={max_length} tokens and were "
+            "truncated; raise max_length or split long texts into chunks.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+@dataclass
+class EmbeddingPass:
+    """Everything one `encode` call needs to know about the model and its settings."""
+
+    body: Any
+    pad_id: int
+    padding_side: str
+    pooling: str
+    causal: bool
+    normalize: bool
+    capture: str  # "reuse": take the cache from this pass; "causal": run a causal pass for it
+
+    def run(
+        self,
+        items: Sequence[TokenizedText],
+        batch_size: int,
+        dim: int | None,
+        get_cache: bool,
+        show_progress: bool,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, list[DynamicCache] | None]:
+        device = self.body.device
+        hidden_size = self.body.config.hidden_size
+        out = np.zeros((len(items), dim or hidden_size), dtype=np.float32)
+        caches: list[DynamicCache | None] = [None] * len(items)
+        batches = length_sorted_batches(items, batch_size)
+        with torch.inference_mode():
+            for idx in tqdm(batches, desc="Encoding", unit="batch", disable=not show_progress):
+                ids, attention, content = pad_batch([items[i] for i in idx], self.pad_id, self.padding_side, device)
+                take_cache = get_cache and self.capture == "reuse"
+                hidden, cache = forward_states(self.body, ids, attention, self.causal, take_cache)
+                vectors = pool(hidden, attention, content, self.pooling)
+                if dim:  # Matryoshka: the leading dimensions, re-normalised below
+                    vectors = vectors[:, :dim]
+                if self.normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+                out[idx] = vectors.cpu().numpy()
+                if get_cache:
+                    if cache is None:  # bidirectional embedding: a causal pass gives generation-exact states
+                        _, cache = forward_states(self.body, ids, attention, causal=True, use_cache=True)
+                    for i, c in zip(idx, split_cache(cache, attention, self.body.config), strict=True):
+                        caches[i] = c
+                if on_batch:
+                    on_batch(len(idx))
+        return out, (caches if get_cache else None)  # type: ignore[return-value]

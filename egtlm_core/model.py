@@ -1,0 +1,245 @@
+"""`EgtLM`: one decoder model that embeds and generates, sharing its weights process-wide."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .attention import check_maskable
+from .config import EgtLMConfig
+from .devices import resolve_device, resolve_dtype
+from .encoding import EmbeddingPass, tokenize_for_embedding, warn_truncated
+from .generation import ChatResult, chat_input_ids, check_messages, generate_text, generation_config, stream_generate
+from .prompts import document_text, format_instruction
+from .registry import LoadedModel, get_model
+from .sources import ModelSource, resolve_source
+
+logger = logging.getLogger(__name__)
+
+# Arguments GritLM / MTEB callers pass to encode that have no effect here (numpy is the default output).
+_ACCEPTED_IGNORED = {"convert_to_numpy", "recast", "add_special_tokens", "prompt_name", "task_name"}
+
+
+def check_texts(texts: Any) -> tuple[list[str], bool]:
+    """-> (texts as a list, whether a single string was given). Errors name the bad item."""
+    if isinstance(texts, str):
+        texts = [texts]
+        single = True
+    elif texts is None or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}.")
+    else:
+        single = False
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__}: {t!r:.60}.")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise ValueError(
+            f"texts{empty[:10]} {'is' if len(empty) == 1 else 'are'} empty or whitespace; an empty text has "
+            "no meaning to embed. Drop those items or replace them with a placeholder before encoding."
+        )
+    return list(texts), single
+
+
+class EgtLM:
+    """Embed and generate with one decoder model.
+
+    Example:
+        >>> m = EgtLM()  # the packaged SmolLM2-135M-Instruct, offline
+        >>> m.encode(["a cat", "a dog"]).shape
+        (2, 576)
+        >>> m.chat([{"role": "user", "content": "What is the capital of France?"}]).text
+
+    Args:
+        model_name_or_path: a local directory, a `.gguf` file, a PEFT adapter directory, a hub id, or
+            None for the packaged default model.
+        mode: "unified" (embed + generate), "embedding" (no LM head), "generative" (no encode).
+        torch_dtype: "auto" (bf16 on CUDA; measured on CPU, see `devices.py`), a name or a torch dtype.
+        device: "auto", "cpu", "cuda", ...
+        attn_implementation: passed to transformers ("sdpa", "eager"); embedding needs a kernel that
+            takes a custom mask.
+        base_model: the base model for a PEFT adapter whose config names one you do not have.
+        **kwargs: `EgtLMConfig` fields (pooling, attention, normalize, embed_eos, prompt_format,
+            query_instruction, ...) or their GritLM names (pooling_method, normalized, attn).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike | None = None,
+        mode: str = "unified",
+        *,
+        torch_dtype: str | torch.dtype | None = "auto",
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = "auto",
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        base_model: str | None = None,
+        padding_side: str = "right",
+        **kwargs: Any,
+    ) -> None:
+        self.config, unknown = EgtLMConfig.from_kwargs({"mode": mode, **kwargs})
+        if unknown:
+            raise TypeError(f"EgtLM got unknown arguments {sorted(unknown)}; see EgtLMConfig for the settings.")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"Unknown padding_side {padding_side!r}; expected 'left' or 'right'.")
+        self.padding_side = padding_side
+        self.source: ModelSource = resolve_source(model_name_or_path, base=base_model)
+        resolved_device = resolve_device(device)
+        resolved_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype, resolved_device)
+        if self.config.mode != "generative":
+            check_maskable(attn_implementation)
+        self._loaded: LoadedModel = get_model(
+            self.source,
+            with_lm_head=self.config.mode != "embedding",
+            dtype=resolved_dtype,
+            device=resolved_device,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+
+    # --- what the seed and GritLM code reach for -------------------------------------------------
+    @property
+    def model(self) -> Any:
+        """The Hugging Face model: the causal LM (with `generate`), or the bare transformer in embedding mode."""
+        return self._loaded.body if self.config.mode == "embedding" else self._loaded.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._loaded.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self._loaded.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._loaded.dtype
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self._loaded.body.config.hidden_size)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"EgtLM({self.source.cache_id()!r}, mode={c.mode!r}, pooling={c.pooling!r}, "
+            f"attention={c.attention!r}, dtype={self.dtype}, device={self.device})"
+        )
+
+    # --- embedding --------------------------------------------------------------------------------
+    def _suffix_ids(self) -> list[int]:
+        eos = self.config.embed_eos
+        if eos is None:
+            eos_id = self.tokenizer.eos_token_id
+            return [eos_id] if self.config.pooling == "last" and eos_id is not None else []
+        return list(self.tokenizer(eos, add_special_tokens=False)["input_ids"]) if eos else []
+
+    def _embedding_pass(self) -> EmbeddingPass:
+        if self.config.mode == "generative":
+            raise RuntimeError("This EgtLM was loaded with mode='generative'; load it with mode='unified' or "
+                               "'embedding' to encode.")
+        tok = self.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        return EmbeddingPass(
+            body=self._loaded.body,
+            pad_id=int(pad_id),
+            padding_side=self.padding_side,
+            pooling=self.config.pooling,
+            causal=self.config.attention == "causal",
+            normalize=self.config.normalize,
+            capture=self.config.resolved_capture,
+        )
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        dim: int | None = None,
+        convert_to_tensor: bool = False,
+        show_progress_bar: bool | None = None,
+        get_cache: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Embed texts: float32 [n, d] (L2-normalised by default); a single string gives [d].
+
+        `instruction` is a finished prefix (e.g. "<|user|>\\n...\\n<|embed|>\\n"); it takes part in
+        attention but not in mean-type pooling. With `get_cache=True` also returns one KV cache per
+        text (padding removed, in input order).
+        """
+        unknown = set(kwargs) - _ACCEPTED_IGNORED
+        if unknown:
+            raise TypeError(f"encode() got unknown arguments {sorted(unknown)}.")
+        items, single = check_texts(texts)
+        batch_size = batch_size or self.config.batch_size
+        max_length = max_length or self.config.max_length
+        if dim is not None and not 0 < dim <= self.embedding_dim:
+            raise ValueError(f"dim must be between 1 and {self.embedding_dim}, got {dim!r}.")
+        embedding_pass = self._embedding_pass()
+        tokenized = tokenize_for_embedding(self.tokenizer, items, instruction or "", max_length, self._suffix_ids())
+        warn_truncated(tokenized, max_length)
+        show = show_progress_bar if show_progress_bar is not None else len(items) >= 64 * batch_size
+        vectors, caches = embedding_pass.run(tokenized, batch_size, dim, get_cache, show) if items else (
+            np.zeros((0, dim or self.embedding_dim), dtype=np.float32), [])
+        result: Any = torch.from_numpy(vectors) if convert_to_tensor else vectors
+        if single:
+            result = result[0]
+            caches = caches[0] if caches else caches
+        return (result, caches) if get_cache else result
+
+    def encode_queries(self, queries: str | Sequence[str], **kwargs: Any) -> Any:
+        """Embed queries with the configured query instruction."""
+        c = self.config
+        return self.encode(queries, instruction=format_instruction(c.query_instruction, c.prompt_format,
+                                                                   c.prompt_template), **kwargs)
+
+    def encode_documents(self, documents: Any, **kwargs: Any) -> Any:
+        """Embed documents (strings or {"title", "text"} dicts) with the configured document instruction."""
+        c = self.config
+        texts = document_text(documents) if isinstance(documents, (str, dict)) else [document_text(d)
+                                                                                   for d in documents]
+        return self.encode(texts, instruction=format_instruction(c.document_instruction, c.prompt_format,
+                                                                 c.prompt_template), **kwargs)
+
+    # --- generation -------------------------------------------------------------------------------
+    def _generator(self) -> Any:
+        if self.config.mode == "embedding":
+            raise RuntimeError("This EgtLM was loaded with mode='embedding' (no LM head); load it with "
+                               "mode='unified' to generate.")
+        return self._loaded.model
+
+    def chat(
+        self,
+        messages: Any,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        **template_kwargs: Any,
+    ) -> ChatResult:
+        """Answer a conversation; greedy by default. Stop strings end the answer and are not returned."""
+        model = self._generator()
+        prompt = chat_input_ids(self.tokenizer, check_messages(messages), **template_kwargs)
+        config = generation_config(self.tokenizer, model, max_new_tokens, temperature, top_p)
+        return generate_text(model, self.tokenizer, prompt, config, stop=stop or ())
+
+    def stream_chat(
+        self,
+        messages: Any,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        **template_kwargs: Any,
+    ) -> Iterator[str]:
+        """Like `chat`, yielding text pieces as they are generated (inputs are checked at the call)."""
+        model = self._generator()
+        prompt = chat_input_ids(self.tokenizer, check_messages(messages), **template_kwargs)
+        config = generation_config(self.tokenizer, model, max_new_tokens, temperature, top_p)
+        return stream_generate(model, self.tokenizer, prompt, config, stop=stop or ())

@@ -1,0 +1,96 @@
+"""One loaded model per process: every `EgtLM` asking for the same weights shares them.
+
+The LangChain, LlamaIndex, sentence-transformers and Chroma adapters each build their own `EgtLM`;
+without this registry an app with an embedder and a chat model would hold the weights twice. Entries
+are weakly held, so weights are freed once no `EgtLM` uses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .sources import ModelSource, load_model_and_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """Weights and tokenizer shared by every `EgtLM` of one (source, dtype, device).
+
+    `model` is the causal LM when any user needed generation, else the bare transformer. An
+    embedding-only entry is upgraded in place when a generating user arrives, so existing users see
+    the one copy too.
+    """
+
+    source: ModelSource
+    model: Any
+    tokenizer: Any
+    dtype: torch.dtype
+    device: torch.device
+    attn_implementation: str | None
+    has_lm_head: bool
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def body(self) -> Any:
+        """The transformer without the LM head (what embedding runs)."""
+        return self.model.base_model if self.has_lm_head else self.model
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+_entries: weakref.WeakValueDictionary[tuple, LoadedModel] = weakref.WeakValueDictionary()
+_key_locks: dict[tuple, threading.Lock] = {}
+_registry_lock = threading.Lock()
+
+
+def _key_lock(key: tuple) -> threading.Lock:
+    with _registry_lock:
+        return _key_locks.setdefault(key, threading.Lock())
+
+
+def get_model(
+    source: ModelSource,
+    *,
+    with_lm_head: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """The shared `LoadedModel` for these settings, loading it (once, even under threads) if needed."""
+    key = (source.cache_id(), str(dtype), str(device), attn_implementation, trust_remote_code)
+    with _key_lock(key):
+        entry = _entries.get(key)
+        if entry is not None and (entry.has_lm_head or not with_lm_head):
+            return entry
+        logger.info("Loading %s (%s, %s, lm_head=%s)", source.cache_id(), dtype, device, with_lm_head)
+        model, tokenizer = load_model_and_tokenizer(
+            source,
+            with_lm_head=with_lm_head,
+            dtype=dtype,
+            device=device,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+        if entry is not None:  # upgrade an embedding-only entry in place: one copy of the weights
+            with entry.lock:
+                entry.model, entry.tokenizer, entry.has_lm_head = model, tokenizer, True
+            return entry
+        entry = LoadedModel(source, model, tokenizer, dtype, device, attn_implementation, with_lm_head)
+        _entries[key] = entry
+        return entry
+
+
+def loaded_models() -> list[LoadedModel]:
+    """The models currently held in this process (for `egtlm info` and tests)."""
+    with _registry_lock:
+        return list(_entries.values())
