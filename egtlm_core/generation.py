@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache, GenerationConfig, TextIteratorStreamer
 
+from .compat import cache_kwarg
+
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -141,6 +143,7 @@ def stream_generate(
     config: GenerationConfig,
     stop: Sequence[str] = (),
     prefix_cache: DynamicCache | None = None,
+    copy_cache: bool = True,
     logits_processor: Any = None,
     result: ChatResult | None = None,
 ) -> Iterator[str]:
@@ -157,7 +160,8 @@ def stream_generate(
     if stop:
         kwargs.update(stop_strings=stop, tokenizer=tokenizer)
     if prefix_cache is not None:
-        kwargs["past_key_values"] = copy.deepcopy(prefix_cache)  # generate mutates it; keep the caller's intact
+        # generate mutates the cache it is given: hand it a copy unless the caller built it for this call.
+        kwargs[cache_kwarg(model.forward)] = copy.deepcopy(prefix_cache) if copy_cache else prefix_cache
     if logits_processor is not None:
         kwargs["logits_processor"] = logits_processor
     outcome: dict[str, Any] = {}

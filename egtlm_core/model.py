@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -64,6 +65,8 @@ class EgtLM:
         attn_implementation: passed to transformers ("sdpa", "eager"); embedding needs a kernel that
             takes a custom mask.
         base_model: the base model for a PEFT adapter whose config names one you do not have.
+        cache_store: where `index`/`answer` keep document KV states (an `egtlm_core.cache` tier);
+            default: 1 GiB of RAM over a disk tier in the user cache dir.
         **kwargs: `EgtLMConfig` fields (pooling, attention, normalize, embed_eos, prompt_format,
             query_instruction, ...) or their GritLM names (pooling_method, normalized, attn).
     """
@@ -80,6 +83,7 @@ class EgtLM:
         trust_remote_code: bool = False,
         base_model: str | None = None,
         padding_side: str = "right",
+        cache_store: Any = None,
         **kwargs: Any,
     ) -> None:
         self.config, unknown = EgtLMConfig.from_kwargs({"mode": mode, **kwargs})
@@ -88,6 +92,9 @@ class EgtLM:
         if padding_side not in ("left", "right"):
             raise ValueError(f"Unknown padding_side {padding_side!r}; expected 'left' or 'right'.")
         self.padding_side = padding_side
+        self._cache_store = cache_store
+        self._rag: Any = None
+        self._rag_lock = threading.Lock()
         self.source: ModelSource = resolve_source(model_name_or_path, base=base_model)
         resolved_device = resolve_device(device)
         resolved_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype, resolved_device)
@@ -177,12 +184,20 @@ class EgtLM:
         if unknown:
             raise TypeError(f"encode() got unknown arguments {sorted(unknown)}.")
         items, single = check_texts(texts)
-        batch_size = batch_size or self.config.batch_size
-        max_length = max_length or self.config.max_length
-        if dim is not None and not 0 < dim <= self.embedding_dim:
-            raise ValueError(f"dim must be between 1 and {self.embedding_dim}, got {dim!r}.")
+        batch_size = self.config.batch_size if batch_size is None else batch_size
+        max_length = self.config.max_length if max_length is None else max_length
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
+            raise ValueError(f"max_length must be an integer ≥ 2, got {max_length!r}.")
+        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool)
+                                or not 0 < dim <= self.embedding_dim):
+            raise ValueError(f"dim must be an integer between 1 and {self.embedding_dim}, got {dim!r}.")
         embedding_pass = self._embedding_pass()
-        tokenized = tokenize_for_embedding(self.tokenizer, items, instruction or "", max_length, self._suffix_ids())
+        suffix = self._suffix_ids()
+        # The tokenizer cannot take an empty batch; an empty list simply gives an empty [0, d] array.
+        tokenized = (tokenize_for_embedding(self.tokenizer, items, instruction or "", max_length, suffix)
+                     if items else [])
         warn_truncated(tokenized, max_length)
         show = show_progress_bar if show_progress_bar is not None else len(items) >= 64 * batch_size
         vectors, caches = embedding_pass.run(tokenized, batch_size, dim, get_cache, show) if items else (
@@ -243,3 +258,42 @@ class EgtLM:
         prompt = chat_input_ids(self.tokenizer, check_messages(messages), **template_kwargs)
         config = generation_config(self.tokenizer, model, max_new_tokens, temperature, top_p)
         return stream_generate(model, self.tokenizer, prompt, config, stop=stop or ())
+
+    # --- shared-cache RAG -------------------------------------------------------------------------
+    @property
+    def rag(self) -> Any:
+        """The shared-cache RAG engine (vector index + KV store), created on first use."""
+        with self._rag_lock:
+            if self._rag is None:
+                from .rag import SharedCacheRAG
+
+                self._rag = SharedCacheRAG(self, store=self._cache_store)
+            return self._rag
+
+    def index(self, documents: Sequence[Any], ids: Sequence[str] | None = None) -> list[str]:
+        """Embed documents and store their KV states for reuse by `answer`; returns their ids."""
+        return self.rag.index(documents, ids=ids)
+
+    def answer(
+        self,
+        question: str,
+        documents: Sequence[Any] | None = None,
+        k: int = 4,
+        reuse_cache: bool = True,
+        max_new_tokens: int = 128,
+        **kwargs: Any,
+    ) -> Any:
+        """Answer a question from `documents` (or the top-k indexed ones), reusing stored KV states.
+
+        Returns an `AnswerResult` with `.text`, `.ttft_s`, `.reused_tokens`, `.prefilled_tokens`.
+        `reuse_cache=False` prefills the same prompt in full (the baseline). Documents not yet in
+        the store are captured and stored on first use. Extra options: temperature, stop,
+        recompute_tokens (recompute the first n tokens of each spliced document), stream=True
+        (an iterator of text pieces).
+
+        Example:
+            >>> m.index(["Paris is the capital of France.", "Berlin is in Germany."])
+            >>> m.answer("What is the capital of France?", k=1).text
+        """
+        return self.rag.answer(question, documents=documents, k=k, reuse_cache=reuse_cache,
+                               max_new_tokens=max_new_tokens, **kwargs)

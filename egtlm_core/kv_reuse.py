@@ -1,0 +1,180 @@
+"""Turn a `SegmentPlan` into a ready KV cache: fetch or capture cached segments, re-rotate, splice.
+
+Documents are captured once, right after the plan's fixed prefix (so a document in the first slot
+gets exactly the states a full prefill would compute) and stored. At answer time each document's
+keys are re-rotated to the position it lands at; live segments are prefilled on top. Stored tensors
+are never mutated: re-rotation makes new keys and values are cloned when spliced.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from .attention import embedding_attention_mask
+from .cache import CacheKey, CacheTier, KVEntry, sha256_text
+from .compat import cache_kwarg
+from .rope import RopeInfo, rerotate_keys, rope_info
+from .segment_plan import Segment, SegmentPlan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReuseStats:
+    """What one plan execution reused and computed."""
+
+    reused_tokens: int = 0
+    prefilled_tokens: int = 0
+    hits: int = 0
+    misses: int = 0
+    build_s: float = 0.0
+    fallback: str | None = None  # why reuse was refused, if it was
+    documents: list[dict[str, Any]] = field(default_factory=list)
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class KVReuser:
+    """Builds caches for plans over one loaded model and one store."""
+
+    def __init__(self, body: Any, tokenizer: Any, model_fingerprint: str, store: CacheTier,
+                 capture: str = "causal"):
+        self.body = body
+        self.store = store
+        self.capture = capture  # "causal" (exact for any model) or "bidirectional" (GRIT doc caching)
+        self.rope: RopeInfo = rope_info(body)
+        self._fields = dict(
+            model=model_fingerprint,
+            tokenizer=tokenizer_fingerprint(tokenizer),
+            dtype=str(body.dtype).removeprefix("torch."),
+            capture=capture,
+            rope=self.rope.fingerprint,
+        )
+
+    def key(self, segment: Segment, prefix: Segment | None) -> CacheKey:
+        prefix_hash = "" if prefix is None or segment.is_prefix else sha256_text(repr(prefix.token_ids))
+        return CacheKey(prefix=prefix_hash, text=sha256_text(segment.text or ""), **self._fields)
+
+    # --- forward passes ---------------------------------------------------------------------------
+    def _forward(self, ids: Any, cache: DynamicCache, start: int, bidirectional: bool = False) -> None:
+        """Run `ids` at positions start.. on top of `cache` (which grows by len(ids))."""
+        n = len(ids)
+        input_ids = torch.tensor([list(ids)], device=self.body.device)
+        mask: torch.Tensor = torch.ones(1, start + n, dtype=torch.long, device=self.body.device)
+        if bidirectional:  # GRIT doc caching: the document sees itself whole (and what precedes it)
+            full = embedding_attention_mask(mask, causal=False, dtype=self.body.dtype)
+            mask = full[:, :, start:, :]
+        positions = torch.arange(start, start + n, device=self.body.device)[None]
+        with torch.inference_mode():
+            self.body(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                      **{cache_kwarg(self.body.forward): cache})
+
+    def capture_segment(self, segment: Segment, prefix_cache: DynamicCache | None) -> KVEntry:
+        """Compute a segment's states after the prefix (or at position 0 for the prefix itself)."""
+        start = 0 if prefix_cache is None else prefix_cache.get_seq_length()
+        cache = DynamicCache(config=self.body.config)
+        if prefix_cache is not None:
+            for i, layer in enumerate(prefix_cache.layers):
+                cache.update(layer.keys, layer.values, i)
+        self._forward(segment.token_ids, cache, start, bidirectional=self.capture == "bidirectional"
+                      and not segment.is_prefix)
+        keys = [layer.keys[0, :, start:].clone().cpu() for layer in cache.layers]
+        values = [layer.values[0, :, start:].clone().cpu() for layer in cache.layers]
+        ids = torch.tensor(segment.token_ids, dtype=torch.long)
+        return KVEntry(keys, values, ids, position_offset=start, meta={"capture": self.capture})
+
+    def _usable(self, entry: KVEntry | None, segment: Segment) -> bool:
+        if entry is None:
+            return False
+        cfg = self.body.config
+        layers = getattr(cfg, "num_hidden_layers", len(entry.keys))
+        ok = (entry.num_layers == layers and tuple(entry.token_ids.tolist()) == segment.token_ids)
+        if not ok:
+            logger.warning("Stored states do not match this model/segment; recomputing.")
+        return ok
+
+    def states(self, segment: Segment, prefix: Segment | None, stats: ReuseStats,
+               prefix_cache: Callable[[], DynamicCache | None]) -> KVEntry:
+        """The stored states of a segment, captured and stored on a miss (or a bad entry).
+
+        `prefix_cache` is called only on a miss: a hit never needs the prefix's states.
+        """
+        key = self.key(segment, prefix)
+        entry = self.store.get(key)
+        if self._usable(entry, segment):
+            stats.hits += 1
+            return entry  # type: ignore[return-value]
+        stats.misses += 1
+        entry = self.capture_segment(segment, None if segment.is_prefix else prefix_cache())
+        self.store.put(key, entry)
+        return entry
+
+    def _prefix_loader(self, prefix: Segment | None, stats: ReuseStats) -> Callable[[], DynamicCache | None]:
+        """A memoised loader of the prefix's states as a cache (None when the plan has no prefix)."""
+
+        @functools.cache
+        def load() -> DynamicCache | None:
+            if prefix is None:
+                return None
+            cache = DynamicCache(config=self.body.config)
+            self._splice(cache, self.states(prefix, None, stats, lambda: None), 0, 0)
+            return cache
+
+        return load
+
+    def index(self, segments: list[Segment], prefix: Segment) -> ReuseStats:
+        """Capture and store documents ahead of time (the indexing half of the shared cache)."""
+        stats = ReuseStats()
+        load_prefix = self._prefix_loader(prefix, stats)
+        for segment in segments:
+            self.states(segment, prefix, stats, load_prefix)
+        return stats
+
+    # --- building a plan's cache ------------------------------------------------------------------
+    def _splice(self, cache: DynamicCache, entry: KVEntry, skip: int, at: int) -> None:
+        """Append entry tokens [skip:] to the cache, re-rotated from where they were captured to `at`."""
+        delta = at - (entry.position_offset + skip)
+        device, dtype = self.body.device, self.body.dtype
+        for i, (k, v) in enumerate(zip(entry.keys, entry.values, strict=True)):
+            k = rerotate_keys(k[:, skip:].to(device), delta, self.rope.inv_freq).to(dtype)
+            cache.update(k[None], v[:, skip:].to(device=device, dtype=dtype).clone()[None], i)
+
+    def build(self, plan: SegmentPlan, recompute_tokens: int = 0) -> tuple[DynamicCache, ReuseStats]:
+        """A cache holding every segment but the last (live) one, plus what it cost."""
+        start = time.perf_counter()
+        stats = ReuseStats()
+        cache = DynamicCache(config=self.body.config)
+        prefix = plan.prefix
+        load_prefix = self._prefix_loader(prefix, stats)
+        pos = 0
+        for segment in plan.segments[:-1]:
+            n = len(segment.token_ids)
+            if not segment.cached:
+                self._forward(segment.token_ids, cache, pos)
+                stats.prefilled_tokens += n
+            else:
+                entry = self.states(segment, prefix, stats, load_prefix)
+                live = 0 if segment.is_prefix else min(recompute_tokens, n)
+                if live:  # repair knob: the first tokens are recomputed and see everything before them
+                    self._forward(segment.token_ids[:live], cache, pos)
+                    stats.prefilled_tokens += live
+                self._splice(cache, entry, live, pos + live)
+                stats.reused_tokens += n - live
+                stats.documents.append({"tokens": n, "position": pos, "recomputed": live})
+            pos += n
+        stats.prefilled_tokens += len(plan.segments[-1].token_ids)
+        stats.build_s = time.perf_counter() - start
+        return cache, stats

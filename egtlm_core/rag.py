@@ -1,0 +1,152 @@
+"""Shared-cache RAG on one model: index documents (vectors + KV states), answer with reuse.
+
+`EgtLM.index` and `EgtLM.answer` delegate here; the framework adapters call those. The in-memory
+vector index is deliberately small (exact cosine top-k over a numpy matrix): real deployments put
+vectors in Chroma & co. and hand `answer` the retrieved documents.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .cache import CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
+from .generation import ChatResult, generation_config, stream_generate
+from .kv_reuse import KVReuser, ReuseStats
+from .prompts import document_text
+from .segment_plan import DEFAULT_SYSTEM, SegmentPlan, rag_layout
+from .sources import _cache_root
+
+if TYPE_CHECKING:
+    from .model import EgtLM
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AnswerResult(ChatResult):
+    """A RAG answer: the chat result plus what the shared cache did."""
+
+    reused_tokens: int = 0
+    prefilled_tokens: int = 0
+    documents: list[str] = field(default_factory=list)
+    reuse: ReuseStats | None = None
+
+
+def default_store(model_fingerprint: str, memory_bytes: int = 1 << 30) -> TieredStore:
+    """RAM (LRU, 1 GiB) over disk (one safetensors file per document) under the user cache dir."""
+    directory = _cache_root(None) / "kv" / model_fingerprint
+    return TieredStore([MemoryTier(max_bytes=memory_bytes), DiskTier(directory)])
+
+
+class VectorIndex:
+    """Exact cosine search over normalised vectors, with the texts kept beside them."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.texts: list[str] = []
+        self.vectors = np.zeros((0, 0), dtype=np.float32)
+        self._lock = threading.Lock()
+
+    def add(self, ids: Sequence[str], texts: Sequence[str], vectors: np.ndarray) -> None:
+        with self._lock:
+            keep = [i for i, doc_id in enumerate(ids) if doc_id not in set(self.ids)]
+            if not keep:
+                return
+            new = vectors[keep]
+            self.vectors = new if not self.ids else np.vstack([self.vectors, new])
+            self.ids += [ids[i] for i in keep]
+            self.texts += [texts[i] for i in keep]
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[str, str, float]]:
+        with self._lock:
+            if not self.ids:
+                return []
+            scores = self.vectors @ query
+            top = np.argsort(-scores)[:k]
+            return [(self.ids[i], self.texts[i], float(scores[i])) for i in top]
+
+
+class SharedCacheRAG:
+    """The shared-cache retriever's engine for one `EgtLM`."""
+
+    def __init__(self, lm: EgtLM, store: CacheTier | None = None, system: str | None = DEFAULT_SYSTEM):
+        self.lm = lm
+        fingerprint = lm.source.fingerprint()
+        self.store = store if store is not None else default_store(fingerprint)
+        capture = "bidirectional" if lm.config.resolved_capture == "reuse" and lm.config.attention == \
+            "bidirectional" else "causal"
+        self.reuser = KVReuser(lm._loaded.body, lm.tokenizer, fingerprint, self.store, capture=capture)
+        self.system = system
+        self.vectors = VectorIndex()
+
+    def plan(self, question: str, documents: Sequence[str]) -> SegmentPlan:
+        return rag_layout(self.lm.tokenizer, question, documents, system=self.system)
+
+    def index(self, documents: Sequence[Any], ids: Sequence[str] | None = None) -> list[str]:
+        """Embed documents into the vector index and store their KV states; returns their ids."""
+        texts = [document_text(d) for d in documents]
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"Got {len(ids)} ids for {len(texts)} documents.")
+        doc_ids = list(ids) if ids is not None else [sha256_text(t)[:16] for t in texts]
+        if not texts:
+            return []
+        vectors = self.lm.encode_documents(texts)
+        self.vectors.add(doc_ids, texts, vectors)
+        plan = self.plan("?", texts)
+        self.reuser.index(plan.documents, plan.prefix)  # type: ignore[arg-type]
+        return doc_ids
+
+    def retrieve(self, question: str, k: int) -> list[str]:
+        query = self.lm.encode_queries(question)
+        return [text for _, text, _ in self.vectors.search(query, k)]
+
+    def answer(
+        self,
+        question: str,
+        documents: Sequence[Any] | None = None,
+        k: int = 4,
+        reuse_cache: bool = True,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        recompute_tokens: int = 0,
+        stop: Sequence[str] = (),
+        stream: bool = False,
+    ) -> Any:
+        """Answer from the given documents (or the top-k indexed ones); see `EgtLM.answer`."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("question must be a non-empty string.")
+        texts = [document_text(d) for d in documents] if documents is not None else self.retrieve(question, k)
+        plan = self.plan(question, texts)
+        model = self.lm._generator()
+        config = generation_config(self.lm.tokenizer, model, max_new_tokens, temperature, 1.0)
+        result = AnswerResult("", 0, 0, "stop", documents=texts)
+        pieces = self._run(plan, model, config, result, reuse_cache, recompute_tokens, stop)
+        if stream:
+            return pieces
+        for _ in pieces:
+            pass
+        return result
+
+    def _run(self, plan: SegmentPlan, model: Any, config: Any, result: AnswerResult, reuse: bool,
+             recompute_tokens: int, stop: Sequence[str]) -> Any:
+        start = time.perf_counter()
+        ids = plan.token_ids
+        problem = self.reuser.rope.reuse_problem(len(ids) + config.max_new_tokens)
+        if reuse and problem:
+            logger.warning("Not reusing cached states: %s; prefilling the whole prompt.", problem)
+        cache, stats = (None, ReuseStats(prefilled_tokens=len(ids), fallback=problem))
+        if reuse and not problem:
+            cache, stats = self.reuser.build(plan, recompute_tokens=recompute_tokens)
+        yield from stream_generate(model, self.lm.tokenizer, ids, config, stop=stop, prefix_cache=cache,
+                                   copy_cache=False, result=result)
+        result.ttft_s = (result.ttft_s or 0.0) + stats.build_s
+        result.total_s = time.perf_counter() - start
+        result.reused_tokens, result.prefilled_tokens, result.reuse = (
+            stats.reused_tokens, stats.prefilled_tokens, stats)
