@@ -22,7 +22,12 @@ PROMPT_FORMATS: tuple[str, ...] = ("egtlm", "gritlm", "e5", "none", "custom")
 CACHE_CAPTURES: tuple[str, ...] = ("auto", "reuse", "causal")
 
 # GritLM / sentence-transformers spellings accepted as aliases.
-_POOLING_ALIASES = {"lasttoken": "last", "last_token": "last", "cls_token": "cls", "weighted_mean": "weightedmean"}
+_POOLING_ALIASES = {
+    "lasttoken": "last",
+    "last_token": "last",
+    "cls_token": "cls",
+    "weighted_mean": "weightedmean",
+}
 # GritLM's attn strings: first pair = embedding attention, second = generation (always causal here).
 _ATTN_ALIASES = {"bbcc": "bidirectional", "cccc": "causal", "bb": "bidirectional", "cc": "causal"}
 
@@ -84,7 +89,9 @@ class EgtLMConfig:
                     f"got {self.prompt_template!r}."
                 )
         elif self.prompt_template is not None:
-            raise ValueError(f"prompt_template is only used with prompt_format='custom', not {self.prompt_format!r}.")
+            raise ValueError(
+                f"prompt_template is only used with prompt_format='custom', not {self.prompt_format!r}."
+            )
         if not isinstance(self.max_length, int) or self.max_length < 2:
             raise ValueError(f"max_length must be an integer ≥ 2, got {self.max_length!r}.")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:

@@ -54,12 +54,18 @@ def _time_matmul(dtype: torch.dtype, repeats: int = 5) -> float:
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_dtype_timings() -> tuple[float, float]:
+    """Seconds for the same matmuls in (fp32, bf16) on this CPU, measured once per process."""
+    return _time_matmul(torch.float32), _time_matmul(torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=1)
 def cpu_auto_dtype() -> torch.dtype:
     """The faster of bf16 and fp32 for matmuls on this CPU (measured once per process)."""
     forced = os.environ.get("EGTLM_CPU_DTYPE")
     if forced:
         return resolve_dtype(forced, torch.device("cpu"))
-    fp32, bf16 = _time_matmul(torch.float32), _time_matmul(torch.bfloat16)
+    fp32, bf16 = cpu_dtype_timings()
     chosen = torch.bfloat16 if fp32 / bf16 >= BF16_MIN_SPEEDUP else torch.float32
     logger.info("CPU matmul fp32 %.2f ms, bf16 %.2f ms -> %s", fp32 * 1e3, bf16 * 1e3, chosen)
     return chosen

@@ -38,7 +38,9 @@ def tokenize_for_embedding(
     tokenizer: Any, texts: Sequence[str], instruction: str, max_length: int, suffix_ids: Sequence[int] = ()
 ) -> list[TokenizedText]:
     """Tokenize `instruction + text` (+ suffix ids, e.g. EOS), truncating the text part to `max_length`."""
-    encoded = tokenizer([instruction + t for t in texts], add_special_tokens=True, return_offsets_mapping=True)
+    encoded = tokenizer(
+        [instruction + t for t in texts], add_special_tokens=True, return_offsets_mapping=True
+    )
     boundary = len(instruction)
     out = []
     for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
@@ -91,8 +93,10 @@ def split_cache(cache: DynamicCache, attention_mask: torch.Tensor, config: Any) 
     caches = []
     for row in range(attention_mask.shape[0]):
         real = attention_mask[row].bool()
-        data = [(layer.keys[row : row + 1, :, real].clone(), layer.values[row : row + 1, :, real].clone())
-                for layer in cache.layers]
+        data = [
+            (layer.keys[row : row + 1, :, real].clone(), layer.values[row : row + 1, :, real].clone())
+            for layer in cache.layers
+        ]
         caches.append(DynamicCache(ddp_cache_data=data, config=config))
     return caches
 
@@ -142,7 +146,9 @@ class EmbeddingPass:
         batches = length_sorted_batches(items, batch_size)
         with torch.inference_mode():
             for idx in tqdm(batches, desc="Encoding", unit="batch", disable=not show_progress):
-                ids, attention, content = pad_batch([items[i] for i in idx], self.pad_id, self.padding_side, device)
+                ids, attention, content = pad_batch(
+                    [items[i] for i in idx], self.pad_id, self.padding_side, device
+                )
                 take_cache = get_cache and self.capture == "reuse"
                 hidden, cache = forward_states(self.body, ids, attention, self.causal, take_cache)
                 vectors = pool(hidden, attention, content, self.pooling)

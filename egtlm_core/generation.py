@@ -53,7 +53,9 @@ def check_messages(messages: Any) -> list[dict[str, Any]]:
         if msg["role"] not in ROLES:
             raise ValueError(f"messages[{i}] has unknown role {msg['role']!r}; expected one of {ROLES}.")
         if not isinstance(msg["content"], str):
-            raise TypeError(f"messages[{i}]['content'] must be a string, got {type(msg['content']).__name__}.")
+            raise TypeError(
+                f"messages[{i}]['content'] must be a string, got {type(msg['content']).__name__}."
+            )
         checked.append(dict(msg))
     return checked
 
@@ -126,7 +128,9 @@ class StopFilter:
             self.stopped = True
             out, self.pending = self.pending[: min(hits)], ""
             return out
-        hold = max((k for s in self.stop for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        hold = max(
+            (k for s in self.stop for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0
+        )
         out = self.pending[: len(self.pending) - hold]
         self.pending = self.pending[len(out) :]
         return out

@@ -50,8 +50,9 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 class KVReuser:
     """Builds caches for plans over one loaded model and one store."""
 
-    def __init__(self, body: Any, tokenizer: Any, model_fingerprint: str, store: CacheTier,
-                 capture: str = "causal"):
+    def __init__(
+        self, body: Any, tokenizer: Any, model_fingerprint: str, store: CacheTier, capture: str = "causal"
+    ):
         self.body = body
         self.store = store
         self.capture = capture  # "causal" (exact for any model) or "bidirectional" (GRIT doc caching)
@@ -79,8 +80,13 @@ class KVReuser:
             mask = full[:, :, start:, :]
         positions = torch.arange(start, start + n, device=self.body.device)[None]
         with torch.inference_mode():
-            self.body(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                      **{cache_kwarg(self.body.forward): cache})
+            self.body(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **{cache_kwarg(self.body.forward): cache},
+            )
 
     def capture_segment(self, segment: Segment, prefix_cache: DynamicCache | None) -> KVEntry:
         """Compute a segment's states after the prefix (or at position 0 for the prefix itself)."""
@@ -89,8 +95,12 @@ class KVReuser:
         if prefix_cache is not None:
             for i, layer in enumerate(prefix_cache.layers):
                 cache.update(layer.keys, layer.values, i)
-        self._forward(segment.token_ids, cache, start, bidirectional=self.capture == "bidirectional"
-                      and not segment.is_prefix)
+        self._forward(
+            segment.token_ids,
+            cache,
+            start,
+            bidirectional=self.capture == "bidirectional" and not segment.is_prefix,
+        )
         keys = [layer.keys[0, :, start:].clone().cpu() for layer in cache.layers]
         values = [layer.values[0, :, start:].clone().cpu() for layer in cache.layers]
         ids = torch.tensor(segment.token_ids, dtype=torch.long)
@@ -101,13 +111,18 @@ class KVReuser:
             return False
         cfg = self.body.config
         layers = getattr(cfg, "num_hidden_layers", len(entry.keys))
-        ok = (entry.num_layers == layers and tuple(entry.token_ids.tolist()) == segment.token_ids)
+        ok = entry.num_layers == layers and tuple(entry.token_ids.tolist()) == segment.token_ids
         if not ok:
             logger.warning("Stored states do not match this model/segment; recomputing.")
         return ok
 
-    def states(self, segment: Segment, prefix: Segment | None, stats: ReuseStats,
-               prefix_cache: Callable[[], DynamicCache | None]) -> KVEntry:
+    def states(
+        self,
+        segment: Segment,
+        prefix: Segment | None,
+        stats: ReuseStats,
+        prefix_cache: Callable[[], DynamicCache | None],
+    ) -> KVEntry:
         """The stored states of a segment, captured and stored on a miss (or a bad entry).
 
         `prefix_cache` is called only on a miss: a hit never needs the prefix's states.
@@ -158,7 +173,9 @@ class KVReuser:
         stats = ReuseStats()
         cache = DynamicCache(config=self.body.config)
         prefix = plan.prefix
-        load_prefix = self._prefix_loader(prefix, stats)
+        # The loop below already looks the prefix up (and counts it); the loader's own lookup, made
+        # only when a document misses, must not count it a second time.
+        load_prefix = self._prefix_loader(prefix, ReuseStats())
         pos = 0
         for segment in plan.segments[:-1]:
             n = len(segment.token_ids)

@@ -15,7 +15,14 @@ from .attention import check_maskable
 from .config import EgtLMConfig
 from .devices import resolve_device, resolve_dtype
 from .encoding import EmbeddingPass, tokenize_for_embedding, warn_truncated
-from .generation import ChatResult, chat_input_ids, check_messages, generate_text, generation_config, stream_generate
+from .generation import (
+    ChatResult,
+    chat_input_ids,
+    check_messages,
+    generate_text,
+    generation_config,
+    stream_generate,
+)
 from .prompts import document_text, format_instruction
 from .registry import LoadedModel, get_model
 from .sources import ModelSource, resolve_source
@@ -88,7 +95,9 @@ class EgtLM:
     ) -> None:
         self.config, unknown = EgtLMConfig.from_kwargs({"mode": mode, **kwargs})
         if unknown:
-            raise TypeError(f"EgtLM got unknown arguments {sorted(unknown)}; see EgtLMConfig for the settings.")
+            raise TypeError(
+                f"EgtLM got unknown arguments {sorted(unknown)}; see EgtLMConfig for the settings."
+            )
         if padding_side not in ("left", "right"):
             raise ValueError(f"Unknown padding_side {padding_side!r}; expected 'left' or 'right'.")
         self.padding_side = padding_side
@@ -148,8 +157,10 @@ class EgtLM:
 
     def _embedding_pass(self) -> EmbeddingPass:
         if self.config.mode == "generative":
-            raise RuntimeError("This EgtLM was loaded with mode='generative'; load it with mode='unified' or "
-                               "'embedding' to encode.")
+            raise RuntimeError(
+                "This EgtLM was loaded with mode='generative'; load it with mode='unified' or "
+                "'embedding' to encode."
+            )
         tok = self.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         return EmbeddingPass(
@@ -190,18 +201,25 @@ class EgtLM:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
             raise ValueError(f"max_length must be an integer ≥ 2, got {max_length!r}.")
-        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool)
-                                or not 0 < dim <= self.embedding_dim):
+        if dim is not None and (
+            not isinstance(dim, int) or isinstance(dim, bool) or not 0 < dim <= self.embedding_dim
+        ):
             raise ValueError(f"dim must be an integer between 1 and {self.embedding_dim}, got {dim!r}.")
         embedding_pass = self._embedding_pass()
         suffix = self._suffix_ids()
         # The tokenizer cannot take an empty batch; an empty list simply gives an empty [0, d] array.
-        tokenized = (tokenize_for_embedding(self.tokenizer, items, instruction or "", max_length, suffix)
-                     if items else [])
+        tokenized = (
+            tokenize_for_embedding(self.tokenizer, items, instruction or "", max_length, suffix)
+            if items
+            else []
+        )
         warn_truncated(tokenized, max_length)
         show = show_progress_bar if show_progress_bar is not None else len(items) >= 64 * batch_size
-        vectors, caches = embedding_pass.run(tokenized, batch_size, dim, get_cache, show) if items else (
-            np.zeros((0, dim or self.embedding_dim), dtype=np.float32), [])
+        vectors, caches = (
+            embedding_pass.run(tokenized, batch_size, dim, get_cache, show)
+            if items
+            else (np.zeros((0, dim or self.embedding_dim), dtype=np.float32), [])
+        )
         result: Any = torch.from_numpy(vectors) if convert_to_tensor else vectors
         if single:
             result = result[0]
@@ -211,22 +229,33 @@ class EgtLM:
     def encode_queries(self, queries: str | Sequence[str], **kwargs: Any) -> Any:
         """Embed queries with the configured query instruction."""
         c = self.config
-        return self.encode(queries, instruction=format_instruction(c.query_instruction, c.prompt_format,
-                                                                   c.prompt_template), **kwargs)
+        return self.encode(
+            queries,
+            instruction=format_instruction(c.query_instruction, c.prompt_format, c.prompt_template),
+            **kwargs,
+        )
 
     def encode_documents(self, documents: Any, **kwargs: Any) -> Any:
         """Embed documents (strings or {"title", "text"} dicts) with the configured document instruction."""
         c = self.config
-        texts = document_text(documents) if isinstance(documents, (str, dict)) else [document_text(d)
-                                                                                   for d in documents]
-        return self.encode(texts, instruction=format_instruction(c.document_instruction, c.prompt_format,
-                                                                 c.prompt_template), **kwargs)
+        texts = (
+            document_text(documents)
+            if isinstance(documents, (str, dict))
+            else [document_text(d) for d in documents]
+        )
+        return self.encode(
+            texts,
+            instruction=format_instruction(c.document_instruction, c.prompt_format, c.prompt_template),
+            **kwargs,
+        )
 
     # --- generation -------------------------------------------------------------------------------
     def _generator(self) -> Any:
         if self.config.mode == "embedding":
-            raise RuntimeError("This EgtLM was loaded with mode='embedding' (no LM head); load it with "
-                               "mode='unified' to generate.")
+            raise RuntimeError(
+                "This EgtLM was loaded with mode='embedding' (no LM head); load it with "
+                "mode='unified' to generate."
+            )
         return self._loaded.model
 
     def chat(
@@ -295,5 +324,11 @@ class EgtLM:
             >>> m.index(["Paris is the capital of France.", "Berlin is in Germany."])
             >>> m.answer("What is the capital of France?", k=1).text
         """
-        return self.rag.answer(question, documents=documents, k=k, reuse_cache=reuse_cache,
-                               max_new_tokens=max_new_tokens, **kwargs)
+        return self.rag.answer(
+            question,
+            documents=documents,
+            k=k,
+            reuse_cache=reuse_cache,
+            max_new_tokens=max_new_tokens,
+            **kwargs,
+        )

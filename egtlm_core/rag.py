@@ -21,7 +21,7 @@ from .generation import ChatResult, generation_config, stream_generate
 from .kv_reuse import KVReuser, ReuseStats
 from .prompts import document_text
 from .segment_plan import DEFAULT_SYSTEM, SegmentPlan, rag_layout
-from .sources import _cache_root
+from .sources import cache_root
 
 if TYPE_CHECKING:
     from .model import EgtLM
@@ -41,7 +41,7 @@ class AnswerResult(ChatResult):
 
 def default_store(model_fingerprint: str, memory_bytes: int = 1 << 30) -> TieredStore:
     """RAM (LRU, 1 GiB) over disk (one safetensors file per document) under the user cache dir."""
-    directory = _cache_root(None) / "kv" / model_fingerprint
+    directory = cache_root() / "kv" / model_fingerprint
     return TieredStore([MemoryTier(max_bytes=memory_bytes), DiskTier(directory)])
 
 
@@ -80,8 +80,11 @@ class SharedCacheRAG:
         self.lm = lm
         fingerprint = lm.source.fingerprint()
         self.store = store if store is not None else default_store(fingerprint)
-        capture = "bidirectional" if lm.config.resolved_capture == "reuse" and lm.config.attention == \
-            "bidirectional" else "causal"
+        capture = (
+            "bidirectional"
+            if lm.config.resolved_capture == "reuse" and lm.config.attention == "bidirectional"
+            else "causal"
+        )
         self.reuser = KVReuser(lm._loaded.body, lm.tokenizer, fingerprint, self.store, capture=capture)
         self.system = system
         self.vectors = VectorIndex()
@@ -134,8 +137,16 @@ class SharedCacheRAG:
             pass
         return result
 
-    def _run(self, plan: SegmentPlan, model: Any, config: Any, result: AnswerResult, reuse: bool,
-             recompute_tokens: int, stop: Sequence[str]) -> Any:
+    def _run(
+        self,
+        plan: SegmentPlan,
+        model: Any,
+        config: Any,
+        result: AnswerResult,
+        reuse: bool,
+        recompute_tokens: int,
+        stop: Sequence[str],
+    ) -> Any:
         start = time.perf_counter()
         ids = plan.token_ids
         problem = self.reuser.rope.reuse_problem(len(ids) + config.max_new_tokens)
@@ -144,9 +155,20 @@ class SharedCacheRAG:
         cache, stats = (None, ReuseStats(prefilled_tokens=len(ids), fallback=problem))
         if reuse and not problem:
             cache, stats = self.reuser.build(plan, recompute_tokens=recompute_tokens)
-        yield from stream_generate(model, self.lm.tokenizer, ids, config, stop=stop, prefix_cache=cache,
-                                   copy_cache=False, result=result)
+        yield from stream_generate(
+            model,
+            self.lm.tokenizer,
+            ids,
+            config,
+            stop=stop,
+            prefix_cache=cache,
+            copy_cache=False,
+            result=result,
+        )
         result.ttft_s = (result.ttft_s or 0.0) + stats.build_s
         result.total_s = time.perf_counter() - start
         result.reused_tokens, result.prefilled_tokens, result.reuse = (
-            stats.reused_tokens, stats.prefilled_tokens, stats)
+            stats.reused_tokens,
+            stats.prefilled_tokens,
+            stats,
+        )

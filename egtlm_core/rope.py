@@ -46,8 +46,10 @@ class RopeInfo:
         if self.rope_type in LENGTH_DEPENDENT_ROPE:
             return f"RoPE type {self.rope_type!r} changes its frequencies with the sequence length"
         if self.sliding_window is not None and context_length > self.sliding_window:
-            return (f"the model's sliding window ({self.sliding_window} tokens) is shorter than the "
-                    f"context ({context_length} tokens)")
+            return (
+                f"the model's sliding window ({self.sliding_window} tokens) is shorter than the "
+                f"context ({context_length} tokens)"
+            )
         return None
 
 
@@ -56,7 +58,9 @@ def rope_info(model: Any) -> RopeInfo:
     body = getattr(model, "base_model", model)
     rotary = getattr(body, "rotary_emb", None)
     if rotary is None or not hasattr(rotary, "inv_freq"):
-        raise ValueError(f"{type(model).__name__} has no rotary embedding; KV cache reuse needs a RoPE model.")
+        raise ValueError(
+            f"{type(model).__name__} has no rotary embedding; KV cache reuse needs a RoPE model."
+        )
     config = body.config
     params = getattr(config, "rope_parameters", None) or {}
     rope_type = params.get("rope_type", getattr(rotary, "rope_type", "default"))

@@ -86,7 +86,9 @@ def rag_layout(
     exact; documents in later slots are re-rotated and never saw the documents before them.
     """
     if _DOCS_MARKER not in user_template or _QUESTION_MARKER not in user_template:
-        raise ValueError("user_template must contain the documents and question markers of DEFAULT_USER_TEMPLATE.")
+        raise ValueError(
+            "user_template must contain the documents and question markers of DEFAULT_USER_TEMPLATE."
+        )
     head, between, tail = _template_parts(tokenizer, system, user_template)
     segments = [Segment(_ids(tokenizer, head), text=head, is_prefix=True)]
     separator = _ids(tokenizer, DOC_SEPARATOR)
