@@ -1,0 +1,247 @@
+"""Splicing stored KV states into a prompt (`egtlm_core.kv_reuse`) against full-prefill references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from egtlm_core import EgtLM
+from egtlm_core.cache import MemoryTier
+from egtlm_core.compat import cache_kwarg
+from egtlm_core.segment_plan import SegmentPlan
+
+DOCS = [
+    "Paris is the capital of France. Berlin is the capital of Germany.",
+    "The quick brown fox jumps over the lazy dog.",
+    "A cat sat on the mat while the dog slept by the fire.",
+]
+QUESTION = "What is the capital of France?"
+NEW_TOKENS = 8
+
+
+def load(directory: Path, store=None, **kwargs) -> EgtLM:
+    return EgtLM(str(directory), torch_dtype="float32", cache_store=store or MemoryTier(), **kwargs)
+
+
+def full_logits(m: EgtLM, ids: list[int]) -> torch.Tensor:
+    """Next-token logits of a plain causal prefill of `ids`."""
+    input_ids = torch.tensor([ids])
+    with torch.inference_mode():
+        return m.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits[0, -1].float()
+
+
+def reuse_logits(m: EgtLM, plan: SegmentPlan, recompute_tokens: int = 0):
+    """Next-token logits after `KVReuser.build(plan)` plus a forward of the final live segment."""
+    cache, stats = m.rag.reuser.build(plan, recompute_tokens=recompute_tokens)
+    live = list(plan.segments[-1].token_ids)
+    start = cache.get_seq_length()
+    assert start == len(plan.token_ids) - len(live)
+    input_ids = torch.tensor([live])
+    with torch.inference_mode():
+        out = m.model(input_ids=input_ids, attention_mask=torch.ones(1, start + len(live), dtype=torch.long),
+                      position_ids=torch.arange(start, start + len(live))[None], use_cache=True,
+                      **{cache_kwarg(m.model.forward): cache})
+    return out.logits[0, -1].float(), stats
+
+
+def block_attention_logits(m: EgtLM, plan: SegmentPlan, recompute_tokens: int = 0) -> torch.Tensor:
+    """The exact single-forward reference for a multi-document plan.
+
+    Documents were captured after the prefix P at |P|.., then re-rotated to their slot p_j. One forward
+    over [P] + per doc [copy of P at p_j-|P|..p_j-1, doc_j at p_j..] + live tokens at their own positions,
+    with a block mask: each P-copy sees itself causally, doc_j sees its P-copy and itself causally, and
+    live tokens see everything before them except the P-copies.
+
+    With `recompute_tokens=r`, doc_j's first r tokens are live (they see everything before them but the
+    copies), while its stored tail still saw the *captured* first r tokens: those join the P-copy.
+    """
+    prefix = plan.prefix
+    assert prefix is not None
+    n_prefix = len(prefix.token_ids)
+    ids: list[int] = list(prefix.token_ids)
+    positions: list[int] = list(range(n_prefix))
+    groups: list[tuple[str, int]] = [("prefix", 0)] * n_prefix
+    pos = n_prefix
+    for j, segment in enumerate(plan.segments[1:]):
+        n = len(segment.token_ids)
+        if segment.cached:
+            r = min(recompute_tokens, n)
+            ids += prefix.token_ids + segment.token_ids[:r]
+            positions += range(pos - n_prefix, pos + r)
+            groups += [("copy", j)] * (n_prefix + r)
+            ids += segment.token_ids[:r]
+            positions += range(pos, pos + r)
+            groups += [("live", j)] * r
+            ids += segment.token_ids[r:]
+            positions += range(pos + r, pos + n)
+            groups += [("doc", j)] * (n - r)
+        else:
+            ids += segment.token_ids
+            positions += range(pos, pos + n)
+            groups += [("live", j)] * n
+        pos += n
+    assert pos == len(plan.token_ids)
+    size = len(ids)
+    kind = [g[0] for g in groups]
+    block = torch.tensor([g[1] for g in groups])
+    is_copy = torch.tensor([k == "copy" for k in kind])
+    is_doc = torch.tensor([k == "doc" for k in kind])
+    is_live = torch.tensor([k == "live" for k in kind])
+    is_prefix = torch.tensor([k == "prefix" for k in kind])
+    same_block = block[:, None] == block[None, :]
+    causal = torch.ones(size, size, dtype=torch.bool).tril()
+    allowed = (
+        # the prefix and each P-copy: causal within themselves
+        (is_prefix[:, None] & is_prefix[None, :])
+        | (is_copy[:, None] & is_copy[None, :] & same_block)
+        # doc_j (its stored part): its own P-copy and itself
+        | (is_doc[:, None] & same_block & (is_copy | is_doc)[None, :])
+        # live tokens: the original prefix, every document, earlier live tokens; never a P-copy
+        | (is_live[:, None] & ~is_copy[None, :])
+    ) & causal
+    mask = torch.zeros(1, 1, size, size).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    input_ids = torch.tensor([ids])
+    with torch.inference_mode():
+        out = m.model(input_ids=input_ids, attention_mask=mask, position_ids=torch.tensor([positions]))
+    return out.logits[0, -1].float()
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+# --- one document: exact ----------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_one_document_after_the_prefix_is_exact(tiny_model_dirs, arch):
+    m = load(tiny_model_dirs[arch])
+    plan = m.rag.plan(QUESTION, DOCS[:1])
+    assert plan.prefix is not None and len(plan.documents) == 1
+    got, stats = reuse_logits(m, plan)
+    assert max_diff(got, full_logits(m, plan.token_ids)) <= 1e-4
+    assert stats.reused_tokens > 0 and stats.fallback is None
+    assert stats.reused_tokens + stats.prefilled_tokens == len(plan.token_ids)
+
+    reused = m.answer(QUESTION, DOCS[:1], max_new_tokens=NEW_TOKENS)
+    full = m.answer(QUESTION, DOCS[:1], max_new_tokens=NEW_TOKENS, reuse_cache=False)
+    assert reused.completion_tokens > 0
+    assert reused.text == full.text
+    assert reused.reused_tokens > 0 and full.reused_tokens == 0
+    assert reused.reused_tokens + reused.prefilled_tokens == len(plan.token_ids)
+    assert full.prefilled_tokens == len(plan.token_ids)
+    assert reused.prompt_tokens == full.prompt_tokens == len(plan.token_ids)
+
+
+def test_build_never_changes_the_stored_entries(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    m.index(DOCS[:2])
+    plan = m.rag.plan(QUESTION, DOCS[:2])
+    reuser, store = m.rag.reuser, m.rag.store
+    keys = [reuser.key(s, plan.prefix) for s in [plan.prefix, *plan.documents]]
+    snapshot = [store.get(k).clone() for k in keys]
+    for _ in range(2):
+        m.answer(QUESTION, DOCS[:2], max_new_tokens=NEW_TOKENS)
+    m.answer(QUESTION, DOCS[:2], max_new_tokens=NEW_TOKENS, recompute_tokens=3)
+    for key, before in zip(keys, snapshot, strict=True):
+        after = store.get(key)
+        assert after.position_offset == before.position_offset
+        assert torch.equal(after.token_ids, before.token_ids)
+        for a, b in zip([*after.keys, *after.values], [*before.keys, *before.values], strict=True):
+            assert torch.equal(a, b)
+
+
+def test_entries_are_captured_after_the_prefix(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    plan = m.rag.plan(QUESTION, DOCS[:1])
+    m.index(DOCS[:1])
+    reuser, store = m.rag.reuser, m.rag.store
+    prefix_entry = store.get(reuser.key(plan.prefix, None))
+    doc_entry = store.get(reuser.key(plan.documents[0], plan.prefix))
+    assert prefix_entry.position_offset == 0
+    assert doc_entry.position_offset == len(plan.prefix.token_ids)
+    assert tuple(doc_entry.token_ids.tolist()) == plan.documents[0].token_ids
+    assert doc_entry.meta["capture"] == "causal"
+    # the same text after another prefix is another key
+    other = m.rag.reuser.key(plan.documents[0], plan.documents[0])
+    assert other != reuser.key(plan.documents[0], plan.prefix)
+
+
+# --- many documents: exact against one block-attention forward --------------------------------------
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_many_documents_equal_one_block_attention_forward(tiny_model_dirs, arch):
+    m = load(tiny_model_dirs[arch])
+    plan = m.rag.plan(QUESTION, DOCS)
+    assert len(plan.documents) == 3
+    got, stats = reuse_logits(m, plan)
+    want = block_attention_logits(m, plan)
+    assert max_diff(got, want) <= 1e-4
+    # later documents never saw the ones before them: not what a full prefill computes
+    assert max_diff(got, full_logits(m, plan.token_ids)) > 1e-3
+    assert stats.reused_tokens + stats.prefilled_tokens == len(plan.token_ids)
+    assert [d["recomputed"] for d in stats.documents if d["position"]] == [0, 0, 0]
+
+
+def test_recompute_tokens_moves_tokens_from_reused_to_prefilled(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    plan = m.rag.plan(QUESTION, DOCS)
+    no_repair, base = reuse_logits(m, plan)
+    for n in (1, 4):
+        got, stats = reuse_logits(m, plan, recompute_tokens=n)
+        assert stats.reused_tokens == base.reused_tokens - 3 * n
+        assert stats.prefilled_tokens == base.prefilled_tokens + 3 * n
+        assert stats.reused_tokens + stats.prefilled_tokens == len(plan.token_ids)
+        assert [d["recomputed"] for d in stats.documents if d["position"]] == [n, n, n]
+        # exactly what the block-attention reference with n live tokens per document computes
+        assert max_diff(got, block_attention_logits(m, plan, recompute_tokens=n)) <= 1e-4
+        assert max_diff(got, no_repair) > 1e-4
+    result = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS, recompute_tokens=2)
+    assert result.reused_tokens == base.reused_tokens - 6
+
+
+def test_recomputing_whole_documents_equals_full_prefill(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    plan = m.rag.plan(QUESTION, DOCS)
+    longest = max(len(d.token_ids) for d in plan.documents)
+    got, stats = reuse_logits(m, plan, recompute_tokens=longest)
+    assert max_diff(got, full_logits(m, plan.token_ids)) <= 1e-4
+    assert stats.reused_tokens == len(plan.prefix.token_ids)  # only the prefix still comes from the store
+    full = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS, reuse_cache=False)
+    again = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS, recompute_tokens=longest + 5)
+    assert again.text == full.text
+
+
+# --- bidirectional capture ---------------------------------------------------------------------------
+def test_bidirectional_capture_stores_different_states(tiny_llama_dir):
+    causal = load(tiny_llama_dir)
+    bidir = load(tiny_llama_dir, attention="bidirectional", cache_capture="reuse")
+    assert causal.rag.reuser.capture == "causal"
+    assert bidir.rag.reuser.capture == "bidirectional"
+    plan = causal.rag.plan(QUESTION, DOCS[:1])
+    doc = plan.documents[0]
+    causal_key = causal.rag.reuser.key(doc, plan.prefix)
+    bidir_key = bidir.rag.reuser.key(doc, plan.prefix)
+    assert causal_key.capture == "causal" and bidir_key.capture == "bidirectional"
+    assert causal_key != bidir_key
+
+    causal.answer(QUESTION, DOCS[:1], max_new_tokens=NEW_TOKENS)
+    result = bidir.answer(QUESTION, DOCS[:1], max_new_tokens=NEW_TOKENS)
+    assert result.reused_tokens > 0 and result.reuse.fallback is None
+    a, b = causal.rag.store.get(causal_key), bidir.rag.store.get(bidir_key)
+    assert b.meta["capture"] == "bidirectional"
+    # layer 0 sees only embeddings: equal; deeper layers saw the whole document: different
+    assert torch.allclose(a.keys[0], b.keys[0], atol=1e-6)
+    assert torch.allclose(a.values[0], b.values[0], atol=1e-6)
+    assert max_diff(a.values[-1], b.values[-1]) > 1e-4
+    # the prefix is captured causally either way
+    pa = causal.rag.store.get(causal.rag.reuser.key(plan.prefix, None))
+    pb = bidir.rag.store.get(bidir.rag.reuser.key(plan.prefix, None))
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(pa.values, pb.values, strict=True))
+
+
+def test_default_capture_is_causal_even_with_bidirectional_embeddings(tiny_llama_dir):
+    for kwargs in ({}, {"attention": "bidirectional"}, {"attention": "causal"},
+                   {"attention": "bidirectional", "cache_capture": "causal"}):
+        m = load(tiny_llama_dir, **kwargs)
+        plan = m.rag.plan(QUESTION, DOCS[:1])
+        assert m.rag.reuser.key(plan.documents[0], plan.prefix).capture == "causal", kwargs

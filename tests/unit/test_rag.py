@@ -1,0 +1,205 @@
+"""Shared-cache RAG through the public API: `EgtLM.index` / `EgtLM.answer` (`egtlm_core.rag`)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from egtlm_core import EgtLM
+from egtlm_core.cache import DiskTier, MemoryTier, TieredStore
+
+DOCS = [
+    "Paris is the capital of France. Berlin is the capital of Germany.",
+    "The quick brown fox jumps over the lazy dog.",
+    "A cat sat on the mat while the dog slept by the fire.",
+]
+QUESTION = "What is the capital of France?"
+NEW_TOKENS = 6
+
+
+def load(directory: Path, store=None, **kwargs) -> EgtLM:
+    return EgtLM(str(directory), torch_dtype="float32", cache_store=store or MemoryTier(), **kwargs)
+
+
+# --- index ----------------------------------------------------------------------------------------
+def test_index_embeds_documents_and_stores_their_states(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    ids = m.index(DOCS)
+    assert len(ids) == 3 and len(set(ids)) == 3 and all(isinstance(i, str) and i for i in ids)
+    assert m.index(DOCS) == ids  # ids are stable (content hashes) and re-indexing adds nothing
+    assert m.rag.vectors.ids == ids and m.rag.vectors.texts == DOCS
+    np.testing.assert_allclose(m.rag.vectors.vectors, m.encode_documents(DOCS), atol=1e-5)
+    assert len(m.rag.store) == len(DOCS) + 1  # the documents and the prefix
+
+    result = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
+    assert result.reuse.hits == len(DOCS) + 1 and result.reuse.misses == 0
+    assert result.documents == DOCS
+
+
+def test_index_with_explicit_ids_and_dict_documents(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    docs = [{"title": "France", "text": DOCS[0]}, DOCS[1]]
+    assert m.index(docs, ids=["a", "b"]) == ["a", "b"]
+    assert m.rag.vectors.texts == [f"France {DOCS[0]}", DOCS[1]]
+    with pytest.raises(ValueError):
+        m.index(DOCS, ids=["only-one"])
+    assert m.index([]) == []
+
+
+def test_first_answer_on_an_empty_store_counts_only_misses(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    first = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
+    assert first.reuse.misses == len(DOCS) + 1 and first.reuse.hits == 0
+    second = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
+    assert second.reuse.hits == len(DOCS) + 1 and second.reuse.misses == 0
+    assert second.text == first.text
+
+
+# --- retrieval ----------------------------------------------------------------------------------------
+def test_answer_without_documents_retrieves_the_top_k(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    m.index(DOCS)
+    scores = m.encode_documents(DOCS) @ m.encode_queries(QUESTION)
+    order = [DOCS[i] for i in np.argsort(-scores)]
+    for k in (1, 2, 3):
+        assert m.rag.retrieve(QUESTION, k) == order[:k]
+        result = m.answer(QUESTION, k=k, max_new_tokens=NEW_TOKENS)
+        assert result.documents == order[:k]
+        assert result.reuse.misses == 0 and result.reuse.hits == k + 1
+        assert result.text == m.answer(QUESTION, order[:k], max_new_tokens=NEW_TOKENS, reuse_cache=False).text
+    assert m.answer(QUESTION, k=10, max_new_tokens=2).documents == order
+
+
+def test_answer_with_nothing_indexed_uses_no_documents(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    result = m.answer(QUESTION, max_new_tokens=NEW_TOKENS)
+    assert result.documents == []
+    assert result.text == m.answer(QUESTION, [], max_new_tokens=NEW_TOKENS, reuse_cache=False).text
+
+
+# --- the answer API ----------------------------------------------------------------------------------
+def test_stream_yields_pieces_that_join_to_the_text(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    text = m.answer(QUESTION, DOCS[:2], max_new_tokens=12).text
+    pieces = m.answer(QUESTION, DOCS[:2], max_new_tokens=12, stream=True)
+    assert not isinstance(pieces, str)
+    pieces = list(pieces)
+    assert all(isinstance(p, str) for p in pieces)
+    assert "".join(pieces) == text and text
+
+
+@pytest.mark.parametrize("question", ["", "   \n", None, 42])
+def test_bad_question_raises(tiny_llama_dir, question):
+    m = load(tiny_llama_dir)
+    with pytest.raises(ValueError):
+        m.answer(question, DOCS[:1], max_new_tokens=2)
+
+
+def test_concurrent_answers_equal_sequential_ones(tiny_llama_dir):
+    jobs = [("What is the capital of France?", DOCS[:1]), ("What is a fox?", DOCS[1:2]),
+            ("Where did the cat sit?", DOCS[1:]), ("Which dog?", DOCS)]
+    sequential_lm = load(tiny_llama_dir)
+    sequential = [sequential_lm.answer(q, d, max_new_tokens=NEW_TOKENS).text for q, d in jobs]
+    # single-document answers are exact, so they also equal a full prefill
+    for (q, d), text in zip(jobs[:2], sequential[:2], strict=True):
+        assert text == sequential_lm.answer(q, d, max_new_tokens=NEW_TOKENS, reuse_cache=False).text
+
+    m = load(tiny_llama_dir)  # its own empty store: threads hit, miss and capture at the same time
+    m.index(DOCS[:2])
+    results: list[str | None] = [None] * len(jobs)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(jobs))
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+            q, d = jobs[i]
+            results[i] = m.answer(q, d, max_new_tokens=NEW_TOKENS).text
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert results == sequential
+
+
+# --- the disk tier: damaged entries are recomputed -----------------------------------------------------
+def _damage(kind: str, path: Path, other: Path) -> None:
+    data = path.read_bytes()
+    if kind == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "flip":
+        flipped = bytearray(data)
+        for i in (len(data) - 1, len(data) - 7, len(data) // 2 + 3):
+            flipped[i] ^= 0xFF
+        path.write_bytes(bytes(flipped))
+    elif kind == "stale":
+        path.write_bytes(other.read_bytes())
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["truncate", "flip", "stale", "empty"])
+def test_damaged_disk_entries_are_recomputed(tiny_llama_dir, tmp_path, kind):
+    store = DiskTier(tmp_path / "kv")
+    m = load(tiny_llama_dir, store=store)
+    m.index(DOCS)
+    fresh = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
+    assert fresh.reuse.misses == 0
+    plan = m.rag.plan(QUESTION, DOCS)
+    reuser = m.rag.reuser
+    paths = [store.path_for(reuser.key(s, plan.prefix)) for s in [plan.prefix, *plan.documents]]
+    assert all(p.exists() for p in paths)
+    snapshot = [store.get(reuser.key(s, plan.prefix)).clone() for s in [plan.prefix, *plan.documents]]
+
+    damaged = paths[1:]  # every document; the prefix file is left intact
+    for i, path in enumerate(damaged):
+        _damage(kind, path, other=damaged[(i + 1) % len(damaged)])
+    before = store.stats
+    again = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)  # no exception
+    after = store.stats
+    assert again.text == fresh.text
+    assert again.reuse.misses == len(DOCS) and again.reuse.hits == 1
+    assert after.corrupt - before.corrupt == len(DOCS)
+    assert after.misses - before.misses >= len(DOCS)
+    # the recomputed entries were written back, intact and equal to the originals
+    third = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
+    assert third.reuse.misses == 0 and third.text == fresh.text
+    for s, want in zip([plan.prefix, *plan.documents], snapshot, strict=True):
+        got = store.get(reuser.key(s, plan.prefix))
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got.keys, want.keys, strict=True))
+
+
+def test_damaged_prefix_file_is_recomputed_too(tiny_llama_dir, tmp_path):
+    store = DiskTier(tmp_path / "kv")
+    m = load(tiny_llama_dir, store=store)
+    m.index(DOCS[:1])
+    fresh = m.answer(QUESTION, DOCS[:1], max_new_tokens=NEW_TOKENS)
+    plan = m.rag.plan(QUESTION, DOCS[:1])
+    _damage("truncate", store.path_for(m.rag.reuser.key(plan.prefix, None)), other=Path())
+    again = m.answer(QUESTION, DOCS[:1], max_new_tokens=NEW_TOKENS)
+    assert again.text == fresh.text and again.reuse.misses == 1
+    assert store.stats.corrupt == 1
+
+
+def test_tiered_store_falls_back_to_disk_and_survives_a_new_process(tiny_llama_dir, tmp_path):
+    directory = tmp_path / "kv"
+    m = load(tiny_llama_dir, store=TieredStore([MemoryTier(), DiskTier(directory)]))
+    m.index(DOCS)
+    fresh = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
+    # another EgtLM (as in a new process): empty memory, same disk directory
+    later = load(tiny_llama_dir, store=TieredStore([MemoryTier(), DiskTier(directory)]))
+    result = later.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
+    assert result.reuse.misses == 0 and result.reuse.hits == len(DOCS) + 1
+    assert result.text == fresh.text
+    assert len(later.rag.store.tiers[0]) == len(DOCS) + 1  # disk hits were copied into memory
