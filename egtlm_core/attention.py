@@ -24,15 +24,24 @@ def check_maskable(attn_implementation: str | None) -> None:
         )
 
 
-def embedding_attention_mask(attention_mask: torch.Tensor, causal: bool, dtype: torch.dtype) -> torch.Tensor:
+def embedding_attention_mask(
+    attention_mask: torch.Tensor, causal: bool, dtype: torch.dtype, sliding_window: int | None = None
+) -> torch.Tensor:
     """[batch, seq] padding mask -> [batch, 1, seq, seq] additive mask (0 = attend, min = blocked).
 
     Every query attends to all real keys (bidirectional) or to the real keys at or before it (causal).
+    With `sliding_window`, only to keys that near, by transformers' rules for sliding-window layers
+    (causal: q - k < window; bidirectional: |q - k| <= window); real tokens are contiguous in a row,
+    so column distance is position distance for left and right padding alike.
     """
     batch, seq = attention_mask.shape
     allowed = attention_mask.bool()[:, None, None, :].expand(batch, 1, seq, seq)
     if causal:
         allowed = allowed & torch.ones(seq, seq, dtype=torch.bool, device=attention_mask.device).tril()
+    if sliding_window is not None:
+        idx = torch.arange(seq, device=attention_mask.device)
+        distance = idx[:, None] - idx[None, :]
+        allowed = allowed & (distance < sliding_window if causal else distance.abs() <= sliding_window)
     mask = torch.zeros(batch, 1, seq, seq, dtype=dtype, device=attention_mask.device)
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 

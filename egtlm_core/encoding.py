@@ -74,11 +74,24 @@ def pad_batch(
     return ids.to(device), attention.to(device), content.to(device)
 
 
+def layer_masks(config: Any, attention_mask: torch.Tensor, causal: bool, dtype: torch.dtype) -> Any:
+    """Our 4D mask, windowed for sliding-window layers: a 4D mask is passed through as-is, so the model
+    would otherwise let those layers see the whole text. Models with full and sliding layers (Qwen2,
+    Gemma) take one mask per layer type; Mistral-style models (no layer types) are sliding throughout."""
+    full = embedding_attention_mask(attention_mask, causal=causal, dtype=dtype)
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None) or ()
+    if window is None or attention_mask.shape[1] <= window or (types and "sliding_attention" not in types):
+        return full
+    sliding = embedding_attention_mask(attention_mask, causal=causal, dtype=dtype, sliding_window=window)
+    return {"full_attention": full, "sliding_attention": sliding} if "full_attention" in types else sliding
+
+
 def forward_states(
     body: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool, use_cache: bool
 ) -> tuple[torch.Tensor, DynamicCache | None]:
     """One pass of the bare transformer with our own mask -> (last hidden states, cache or None)."""
-    mask = embedding_attention_mask(attention_mask, causal=causal, dtype=body.dtype)
+    mask = layer_masks(body.config, attention_mask, causal=causal, dtype=body.dtype)
     out = body(
         input_ids=input_ids,
         attention_mask=mask,
@@ -90,6 +103,13 @@ def forward_states(
 
 def split_cache(cache: DynamicCache, attention_mask: torch.Tensor, config: Any) -> list[DynamicCache]:
     """A batch's cache -> one cache per row with the padding positions removed."""
+    if any(layer.keys.shape[2] != attention_mask.shape[1] for layer in cache.layers):
+        # A sliding-window layer keeps only its last tokens, so a text's full states are gone.
+        raise ValueError(
+            f"get_cache=True needs every text (padded batch: {attention_mask.shape[1]} tokens) to fit the "
+            f"model's sliding window ({getattr(config, 'sliding_window', None)} tokens); shorten the texts "
+            "with max_length, or encode them without get_cache."
+        )
     caches = []
     for row in range(attention_mask.shape[0]):
         real = attention_mask[row].bool()

@@ -121,7 +121,7 @@ class EgtLM:
     # --- what the seed and GritLM code reach for -------------------------------------------------
     @property
     def model(self) -> Any:
-        """The Hugging Face model: the causal LM (with `generate`), or the bare transformer in embedding mode."""
+        """The HF model: the causal LM (has `generate`), or the bare transformer in embedding mode."""
         return self._loaded.body if self.config.mode == "embedding" else self._loaded.model
 
     @property
