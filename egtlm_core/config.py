@@ -42,6 +42,12 @@ def _choose(name: str, value: str, valid: tuple[str, ...]) -> str:
 class EgtLMConfig:
     """How an `EgtLM` embeds and generates.
 
+    The defaults (causal attention, weighted-mean pooling) suit decoders that were not trained for
+    bidirectional embedding, like the packaged SmolLM2: on STS-B dev (400 pairs) they score Spearman
+    0.562 against 0.488 for causal mean and 0.086 for bidirectional mean, and a causal pass gives the
+    exact generation cache for free. GRIT-trained models want GritLM's settings:
+    `attn="bbcc", pooling_method="mean"`.
+
     Attributes:
         mode: "unified" loads the LM with its head (embed + generate), "embedding" loads the bare
             transformer (no LM head, encode only), "generative" refuses `encode`.
@@ -62,8 +68,8 @@ class EgtLMConfig:
     """
 
     mode: Mode = "unified"
-    pooling: Pooling = "mean"
-    attention: Attention = "bidirectional"
+    pooling: Pooling = "weightedmean"
+    attention: Attention = "causal"
     normalize: bool = True
     embed_eos: str | None = None
     prompt_format: PromptFormat = "egtlm"

@@ -99,9 +99,16 @@ def test_info_with_model_describes_it(capsys, ref: EgtLM, model_args: list[str])
     assert main(["info", *model_args]) == 0
     out = capsys.readouterr().out
     n_params = sum(p.numel() for p in ref.model.parameters())
-    for fact in ("architecture: LlamaForCausalLM", "layers: 2", "hidden size: 64", "embedding dim: 64",
-                 f"vocab size: {ref.model.config.vocab_size}", "chat template: yes",
-                 f"parameters: {n_params:,}", "dtype: float32"):
+    for fact in (
+        "architecture: LlamaForCausalLM",
+        "layers: 2",
+        "hidden size: 64",
+        "embedding dim: 64",
+        f"vocab size: {ref.model.config.vocab_size}",
+        "chat template: yes",
+        f"parameters: {n_params:,}",
+        "dtype: float32",
+    ):
         assert fact in out, fact
 
 
@@ -116,10 +123,20 @@ def test_info_json_with_model(capsys, ref: EgtLM, model_args: list[str]) -> None
 
 
 def test_module_entry_point_runs_info(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "EGTLM_CACHE_DIR": str(tmp_path), "EGTLM_CPU_DTYPE": "float32"}
-    proc = subprocess.run([sys.executable, "-m", "egtlm_core.cli", "info"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "EGTLM_CACHE_DIR": str(tmp_path),
+        "EGTLM_CPU_DTYPE": "float32",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "egtlm_core.cli", "info"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"egtlm {egtlm_core.__version__}" in proc.stdout
     if not torch.cuda.is_available():
@@ -257,7 +274,13 @@ def test_chat_interactive_keeps_the_conversation(capsys, monkeypatch, ref, model
     assert main(["chat", *model_args, "--max-new-tokens", "6"]) == 0
     captured = capsys.readouterr()
     first = ref.chat([{"role": "user", "content": "Hello"}], max_new_tokens=6).text
-    second = ref.chat([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": first},
-                       {"role": "user", "content": "What is a cat?"}], max_new_tokens=6).text
+    second = ref.chat(
+        [
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": first},
+            {"role": "user", "content": "What is a cat?"},
+        ],
+        max_new_tokens=6,
+    ).text
     assert captured.out == f"{first}\n{second}\n"
     assert captured.err.count(">>> ") == 3

@@ -73,14 +73,15 @@ def test_config_defaults():
     c = EgtLMConfig()
     assert (c.mode, c.pooling, c.attention, c.normalize, c.embed_eos, c.prompt_format) == (
         "unified",
-        "mean",
-        "bidirectional",
+        "weightedmean",
+        "causal",
         True,
         None,
         "egtlm",
     )
     assert c.document_instruction == "" and c.query_instruction
-    assert c.resolved_capture == "causal"
+    assert c.resolved_capture == "reuse"  # causal embedding: its states are the generation states
+    assert EgtLMConfig(attention="bidirectional").resolved_capture == "causal"
     assert EgtLMConfig(attention="causal").resolved_capture == "reuse"
     assert EgtLMConfig(cache_capture="reuse").resolved_capture == "reuse"
 

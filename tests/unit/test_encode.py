@@ -35,6 +35,10 @@ def _one_torch_thread():
 
 
 def load(directory, **kwargs) -> EgtLM:
+    # These tests were written for GritLM's settings; attention="bidirectional" keeps cls pooling meaningful.
+    if "attn" not in kwargs:
+        kwargs.setdefault("attention", "bidirectional")
+    kwargs.setdefault("pooling", "mean")
     return EgtLM(str(directory), torch_dtype="float32", **kwargs)
 
 

@@ -40,9 +40,13 @@ def reuse_logits(m: EgtLM, plan: SegmentPlan, recompute_tokens: int = 0):
     assert start == len(plan.token_ids) - len(live)
     input_ids = torch.tensor([live])
     with torch.inference_mode():
-        out = m.model(input_ids=input_ids, attention_mask=torch.ones(1, start + len(live), dtype=torch.long),
-                      position_ids=torch.arange(start, start + len(live))[None], use_cache=True,
-                      **{cache_kwarg(m.model.forward): cache})
+        out = m.model(
+            input_ids=input_ids,
+            attention_mask=torch.ones(1, start + len(live), dtype=torch.long),
+            position_ids=torch.arange(start, start + len(live))[None],
+            use_cache=True,
+            **{cache_kwarg(m.model.forward): cache},
+        )
     return out.logits[0, -1].float(), stats
 
 
@@ -240,8 +244,12 @@ def test_bidirectional_capture_stores_different_states(tiny_llama_dir):
 
 
 def test_default_capture_is_causal_even_with_bidirectional_embeddings(tiny_llama_dir):
-    for kwargs in ({}, {"attention": "bidirectional"}, {"attention": "causal"},
-                   {"attention": "bidirectional", "cache_capture": "causal"}):
+    for kwargs in (
+        {},
+        {"attention": "bidirectional"},
+        {"attention": "causal"},
+        {"attention": "bidirectional", "cache_capture": "causal"},
+    ):
         m = load(tiny_llama_dir, **kwargs)
         plan = m.rag.plan(QUESTION, DOCS[:1])
         assert m.rag.reuser.key(plan.documents[0], plan.prefix).capture == "causal", kwargs

@@ -109,9 +109,20 @@ def test_encode_matches_reference(tiny_llama_dir, ref_body, method, attention, p
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_last_pooling_appends_eos_only_when_embed_eos_is_none(tiny_llama_dir, ref_body, padding_side):
-    with_eos = EgtLM(str(tiny_llama_dir), torch_dtype="float32", pooling="last", padding_side=padding_side)
+    with_eos = EgtLM(
+        str(tiny_llama_dir),
+        torch_dtype="float32",
+        pooling="last",
+        padding_side=padding_side,
+        attention="bidirectional",
+    )
     without = EgtLM(
-        str(tiny_llama_dir), torch_dtype="float32", pooling="last", embed_eos="", padding_side=padding_side
+        str(tiny_llama_dir),
+        torch_dtype="float32",
+        pooling="last",
+        embed_eos="",
+        padding_side=padding_side,
+        attention="bidirectional",
     )
     got_eos, got_plain = with_eos.encode(TEXTS), without.encode(TEXTS)
     np.testing.assert_allclose(
@@ -124,7 +135,7 @@ def test_last_pooling_appends_eos_only_when_embed_eos_is_none(tiny_llama_dir, re
 
 
 def test_mean_pooling_without_instruction_excludes_only_bos(tiny_llama_dir, ref_body):
-    m = EgtLM(str(tiny_llama_dir), torch_dtype="float32", pooling="mean")
+    m = EgtLM(str(tiny_llama_dir), torch_dtype="float32", pooling="mean", attention="bidirectional")
     ids, pooled = ref_pooled_span(m.tokenizer, "", TEXTS[0])
     assert ids[0] == m.tokenizer.bos_token_id and pooled == list(range(1, len(ids)))
     np.testing.assert_allclose(
@@ -154,7 +165,13 @@ def test_instruction_boundary_from_full_text_offsets(tiny_llama_dir, ref_body, p
     """The instruction ends inside a word: "…a quest" + "ion about the fox" tokenizes with one token
     (" question") spanning the boundary. That token covers text characters and must be pooled;
     counting the instruction's tokens on their own would put the boundary in the wrong place."""
-    tok_model = EgtLM(str(tiny_llama_dir), torch_dtype="float32", pooling="mean", padding_side=padding_side)
+    tok_model = EgtLM(
+        str(tiny_llama_dir),
+        torch_dtype="float32",
+        pooling="mean",
+        padding_side=padding_side,
+        attention="bidirectional",
+    )
     tok = tok_model.tokenizer
     instruction, text = "Instruct: Given a quest", "ion about the fox"
     ids, pooled = ref_pooled_span(tok, instruction, text)
@@ -179,7 +196,7 @@ def test_instruction_boundary_from_full_text_offsets(tiny_llama_dir, ref_body, p
 
 
 def test_instruction_tokens_excluded_from_weightedmean_weights(tiny_llama_dir, ref_body):
-    m = EgtLM(str(tiny_llama_dir), torch_dtype="float32", pooling="weightedmean")
+    m = EgtLM(str(tiny_llama_dir), torch_dtype="float32", pooling="weightedmean", attention="bidirectional")
     text = "Paris is the capital of France."
     ids, pooled = ref_pooled_span(m.tokenizer, INSTRUCTION, text)
     hidden = ref_hidden(ref_body, ids, bidirectional=True)

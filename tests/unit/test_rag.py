@@ -100,8 +100,12 @@ def test_bad_question_raises(tiny_llama_dir, question):
 
 
 def test_concurrent_answers_equal_sequential_ones(tiny_llama_dir):
-    jobs = [("What is the capital of France?", DOCS[:1]), ("What is a fox?", DOCS[1:2]),
-            ("Where did the cat sit?", DOCS[1:]), ("Which dog?", DOCS)]
+    jobs = [
+        ("What is the capital of France?", DOCS[:1]),
+        ("What is a fox?", DOCS[1:2]),
+        ("Where did the cat sit?", DOCS[1:]),
+        ("Which dog?", DOCS),
+    ]
     sequential_lm = load(tiny_llama_dir)
     sequential = [sequential_lm.answer(q, d, max_new_tokens=NEW_TOKENS).text for q, d in jobs]
     # single-document answers are exact, so they also equal a full prefill

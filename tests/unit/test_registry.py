@@ -37,7 +37,7 @@ def test_same_weights_are_shared(fresh_dir):
     assert m1.tokenizer is m2.tokenizer
     assert m1._loaded is m2._loaded
     # Settings stay per instance.
-    assert (m1.config.pooling, m2.config.pooling) == ("mean", "last")
+    assert (m1.config.pooling, m2.config.pooling) == ("weightedmean", "last")
     assert np.abs(m1.encode("fox") - m2.encode("fox")).max() > 1e-3
 
 

@@ -18,8 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import build_tiny_model  # noqa: E402
 
 DOC = "Paris is the capital of France. Berlin is the capital of Germany."
-DOCS = ["The quick brown fox jumps over the lazy dog.",
-        "A cat sat on the mat while the dog slept by the fire."]
+DOCS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A cat sat on the mat while the dog slept by the fire.",
+]
 DYNAMIC = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
 QUESTION = "What is a fox?"
 
@@ -33,8 +35,12 @@ def cache_keys(m: EgtLM, ids: list[int], start: int) -> list[torch.Tensor]:
     input_ids = torch.tensor([ids])
     positions = torch.arange(start, start + len(ids))[None]
     with torch.inference_mode():
-        out = m.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), position_ids=positions,
-                      use_cache=True)
+        out = m.model(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            position_ids=positions,
+            use_cache=True,
+        )
     cache = out[cache_kwarg(m.model.forward)]
     return [layer.keys[0].clone() for layer in cache.layers]
 
@@ -114,8 +120,12 @@ def test_rerotate_keys_composes_and_never_aliases_its_input():
     keys = torch.randn(2, 4, 8, generator=g)
     before = keys.clone()
     inv_freq = torch.tensor([10000.0 ** (-2 * i / 8) for i in range(4)])
-    torch.testing.assert_close(rerotate_keys(rerotate_keys(keys, 5, inv_freq), 11, inv_freq),
-                               rerotate_keys(keys, 16, inv_freq), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        rerotate_keys(rerotate_keys(keys, 5, inv_freq), 11, inv_freq),
+        rerotate_keys(keys, 16, inv_freq),
+        rtol=0,
+        atol=1e-5,
+    )
     same = rerotate_keys(keys, 0, inv_freq)
     assert torch.equal(same, keys) and same.data_ptr() != keys.data_ptr()
     assert torch.equal(keys, before)
