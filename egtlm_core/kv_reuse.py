@@ -12,7 +12,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ class ReuseStats:
     reused_tokens: int = 0
     prefilled_tokens: int = 0
     hits: int = 0
+    approximate_hits: int = 0  # hits captured after another prefix than this prompt's
     misses: int = 0
     build_s: float = 0.0
     fallback: str | None = None  # why reuse was refused, if it was
@@ -122,19 +123,25 @@ class KVReuser:
         prefix: Segment | None,
         stats: ReuseStats,
         prefix_cache: Callable[[], DynamicCache | None],
+        alternates: Sequence[Segment] = (),
     ) -> KVEntry:
         """The stored states of a segment, captured and stored on a miss (or a bad entry).
 
-        `prefix_cache` is called only on a miss: a hit never needs the prefix's states.
+        The entry captured after this plan's own prefix is exact; failing that, one captured after an
+        `alternates` prefix (e.g. the default layout's, used at indexing) is re-rotated and reused as
+        an approximation rather than recomputed. `prefix_cache` is called only on a miss.
         """
-        key = self.key(segment, prefix)
-        entry = self.store.get(key)
-        if self._usable(entry, segment):
-            stats.hits += 1
-            return entry  # type: ignore[return-value]
+        for i, candidate in enumerate([prefix, *alternates]):
+            if segment.is_prefix and i:
+                break
+            entry = self.store.get(self.key(segment, candidate))
+            if self._usable(entry, segment):
+                stats.hits += 1
+                stats.approximate_hits += bool(i)
+                return entry  # type: ignore[return-value]
         stats.misses += 1
         entry = self.capture_segment(segment, None if segment.is_prefix else prefix_cache())
-        self.store.put(key, entry)
+        self.store.put(self.key(segment, prefix), entry)
         return entry
 
     def _prefix_loader(self, prefix: Segment | None, stats: ReuseStats) -> Callable[[], DynamicCache | None]:
@@ -167,7 +174,9 @@ class KVReuser:
             k = rerotate_keys(k[:, skip:].to(device), delta, self.rope.inv_freq).to(dtype)
             cache.update(k[None], v[:, skip:].to(device=device, dtype=dtype).clone()[None], i)
 
-    def build(self, plan: SegmentPlan, recompute_tokens: int = 0) -> tuple[DynamicCache, ReuseStats]:
+    def build(
+        self, plan: SegmentPlan, recompute_tokens: int = 0, alternates: Sequence[Segment] = ()
+    ) -> tuple[DynamicCache, ReuseStats]:
         """A cache holding every segment but the last (live) one, plus what it cost."""
         start = time.perf_counter()
         stats = ReuseStats()
@@ -183,7 +192,7 @@ class KVReuser:
                 self._forward(segment.token_ids, cache, pos)
                 stats.prefilled_tokens += n
             else:
-                entry = self.states(segment, prefix, stats, load_prefix)
+                entry = self.states(segment, prefix, stats, load_prefix, alternates)
                 live = 0 if segment.is_prefix else min(recompute_tokens, n)
                 if live:  # repair knob: the first tokens are recomputed and see everything before them
                     self._forward(segment.token_ids[:live], cache, pos)

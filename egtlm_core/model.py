@@ -265,13 +265,28 @@ class EgtLM:
         temperature: float = 0.0,
         top_p: float = 1.0,
         stop: Sequence[str] | None = None,
+        reuse_cache: bool = False,
+        logits_processor: Any = None,
         **template_kwargs: Any,
     ) -> ChatResult:
-        """Answer a conversation; greedy by default. Stop strings end the answer and are not returned."""
-        model = self._generator()
-        prompt = chat_input_ids(self.tokenizer, check_messages(messages), **template_kwargs)
-        config = generation_config(self.tokenizer, model, max_new_tokens, temperature, top_p)
-        return generate_text(model, self.tokenizer, prompt, config, stop=stop or ())
+        """Answer a conversation; greedy by default. Stop strings end the answer and are not returned.
+
+        With `reuse_cache=True`, indexed or retrieved documents found in the prompt are spliced from
+        the KV store instead of prefilled (the result then also reports what was reused).
+        `logits_processor` constrains decoding (e.g. a grammar); extra keyword arguments go to the
+        chat template (e.g. `tools=`).
+        """
+        return self._chat(
+            messages,
+            max_new_tokens,
+            temperature,
+            top_p,
+            stop,
+            reuse_cache,
+            logits_processor,
+            False,
+            template_kwargs,
+        )
 
     def stream_chat(
         self,
@@ -280,13 +295,55 @@ class EgtLM:
         temperature: float = 0.0,
         top_p: float = 1.0,
         stop: Sequence[str] | None = None,
+        reuse_cache: bool = False,
+        logits_processor: Any = None,
         **template_kwargs: Any,
     ) -> Iterator[str]:
         """Like `chat`, yielding text pieces as they are generated (inputs are checked at the call)."""
+        return self._chat(
+            messages,
+            max_new_tokens,
+            temperature,
+            top_p,
+            stop,
+            reuse_cache,
+            logits_processor,
+            True,
+            template_kwargs,
+        )
+
+    def _chat(
+        self,
+        messages: Any,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        stop: Sequence[str] | None,
+        reuse_cache: bool,
+        logits_processor: Any,
+        stream: bool,
+        template_kwargs: dict[str, Any],
+    ) -> Any:
         model = self._generator()
-        prompt = chat_input_ids(self.tokenizer, check_messages(messages), **template_kwargs)
+        checked = check_messages(messages)
         config = generation_config(self.tokenizer, model, max_new_tokens, temperature, top_p)
-        return stream_generate(model, self.tokenizer, prompt, config, stop=stop or ())
+        if reuse_cache:
+            return self.rag.chat(
+                checked,
+                config,
+                stop=stop or (),
+                logits_processor=logits_processor,
+                stream=stream,
+                **template_kwargs,
+            )
+        prompt = chat_input_ids(self.tokenizer, checked, **template_kwargs)
+        if stream:
+            return stream_generate(
+                model, self.tokenizer, prompt, config, stop=stop or (), logits_processor=logits_processor
+            )
+        return generate_text(
+            model, self.tokenizer, prompt, config, stop=stop or (), logits_processor=logits_processor
+        )
 
     # --- shared-cache RAG -------------------------------------------------------------------------
     @property

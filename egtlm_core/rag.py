@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,13 +21,15 @@ from .cache import CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
 from .generation import ChatResult, generation_config, stream_generate
 from .kv_reuse import KVReuser, ReuseStats
 from .prompts import document_text
-from .segment_plan import DEFAULT_SYSTEM, SegmentPlan, rag_layout
+from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, plan_from_prompt, rag_layout
 from .sources import cache_root
 
 if TYPE_CHECKING:
     from .model import EgtLM
 
 logger = logging.getLogger(__name__)
+
+MAX_KNOWN_DOCUMENTS = 4096  # recently indexed/retrieved texts that `chat` looks for in prompts
 
 
 @dataclass
@@ -88,6 +91,25 @@ class SharedCacheRAG:
         self.reuser = KVReuser(lm._loaded.body, lm.tokenizer, fingerprint, self.store, capture=capture)
         self.system = system
         self.vectors = VectorIndex()
+        self._known: OrderedDict[str, None] = OrderedDict()  # document texts `chat` looks for
+        self._known_lock = threading.Lock()
+
+    def remember(self, texts: Sequence[str]) -> None:
+        """Mark texts as documents whose states `chat` may splice when they appear in a prompt."""
+        with self._known_lock:
+            for t in texts:
+                self._known[t] = None
+                self._known.move_to_end(t)
+            while len(self._known) > MAX_KNOWN_DOCUMENTS:
+                self._known.popitem(last=False)
+
+    def known_documents(self) -> list[str]:
+        with self._known_lock:
+            return list(self._known)
+
+    def default_prefix(self) -> Segment:
+        """The prefix documents are captured after at indexing time (the default layout's head)."""
+        return self.plan("?", ["."]).prefix  # type: ignore[return-value]
 
     def plan(self, question: str, documents: Sequence[str]) -> SegmentPlan:
         return rag_layout(self.lm.tokenizer, question, documents, system=self.system)
@@ -102,6 +124,7 @@ class SharedCacheRAG:
             return []
         vectors = self.lm.encode_documents(texts)
         self.vectors.add(doc_ids, texts, vectors)
+        self.remember(texts)
         plan = self.plan("?", texts)
         self.reuser.index(plan.documents, plan.prefix)  # type: ignore[arg-type]
         return doc_ids
@@ -126,11 +149,50 @@ class SharedCacheRAG:
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string.")
         texts = [document_text(d) for d in documents] if documents is not None else self.retrieve(question, k)
+        self.remember(texts)
         plan = self.plan(question, texts)
         model = self.lm._generator()
         config = generation_config(self.lm.tokenizer, model, max_new_tokens, temperature, 1.0)
         result = AnswerResult("", 0, 0, "stop", documents=texts)
         pieces = self._run(plan, model, config, result, reuse_cache, recompute_tokens, stop)
+        if stream:
+            return pieces
+        for _ in pieces:
+            pass
+        return result
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        config: Any,
+        reuse_cache: bool = True,
+        stop: Sequence[str] = (),
+        logits_processor: Any = None,
+        stream: bool = False,
+        **template_kwargs: Any,
+    ) -> Any:
+        """Chat where known documents found in the rendered prompt are spliced from the store.
+
+        This is how a framework chain (retriever | prompt | chat model) reuses the states of the
+        documents it retrieved without changing the chain: the prompt is planned around them.
+        """
+        tokenizer = self.lm.tokenizer
+        prompt = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **template_kwargs
+        )
+        plan = plan_from_prompt(tokenizer, prompt, self.known_documents())
+        result = AnswerResult("", 0, 0, "stop", documents=[s.text or "" for s in plan.documents])
+        pieces = self._run(
+            plan,
+            self.lm._generator(),
+            config,
+            result,
+            reuse_cache,
+            0,
+            stop,
+            logits_processor,
+            alternates=(self.default_prefix(),),
+        )
         if stream:
             return pieces
         for _ in pieces:
@@ -146,6 +208,8 @@ class SharedCacheRAG:
         reuse: bool,
         recompute_tokens: int,
         stop: Sequence[str],
+        logits_processor: Any = None,
+        alternates: Sequence[Segment] = (),
     ) -> Any:
         start = time.perf_counter()
         ids = plan.token_ids
@@ -154,7 +218,7 @@ class SharedCacheRAG:
             logger.warning("Not reusing cached states: %s; prefilling the whole prompt.", problem)
         cache, stats = (None, ReuseStats(prefilled_tokens=len(ids), fallback=problem))
         if reuse and not problem:
-            cache, stats = self.reuser.build(plan, recompute_tokens=recompute_tokens)
+            cache, stats = self.reuser.build(plan, recompute_tokens=recompute_tokens, alternates=alternates)
         yield from stream_generate(
             model,
             self.lm.tokenizer,
@@ -163,6 +227,7 @@ class SharedCacheRAG:
             stop=stop,
             prefix_cache=cache,
             copy_cache=False,
+            logits_processor=logits_processor,
             result=result,
         )
         result.ttft_s = (result.ttft_s or 0.0) + stats.build_s
