@@ -7,6 +7,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 
 @functools.lru_cache(maxsize=32)
 def _cache_kwarg_of(fn: Callable[..., Any]) -> str:
@@ -17,3 +19,14 @@ def _cache_kwarg_of(fn: Callable[..., Any]) -> str:
 def cache_kwarg(fn: Callable[..., Any]) -> str:
     """`cache` on transformers versions that renamed it (5.2x), else `past_key_values`."""
     return _cache_kwarg_of(getattr(fn, "__func__", fn))
+
+
+def layer_states(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) of every layer of a filled transformers cache, [batch, kv_heads, seq, head_dim]."""
+    out = []
+    for i, layer in enumerate(cache.layers):
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if keys is None or values is None:
+            raise ValueError(f"Cache layer {i} ({type(layer).__name__}) holds no key/value states.")
+        out.append((keys, values))
+    return out

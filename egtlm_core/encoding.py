@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from .attention import embedding_attention_mask, position_ids_for
+from .compat import layer_states
 from .pooling import pool
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ def forward_states(
 
 def split_cache(cache: DynamicCache, attention_mask: torch.Tensor, config: Any) -> list[DynamicCache]:
     """A batch's cache -> one cache per row with the padding positions removed."""
-    if any(layer.keys.shape[2] != attention_mask.shape[1] for layer in cache.layers):
+    states = layer_states(cache)
+    if any(keys.shape[2] != attention_mask.shape[1] for keys, _ in states):
         # A sliding-window layer keeps only its last tokens, so a text's full states are gone.
         raise ValueError(
             f"get_cache=True needs every text (padded batch: {attention_mask.shape[1]} tokens) to fit the "
@@ -113,10 +115,7 @@ def split_cache(cache: DynamicCache, attention_mask: torch.Tensor, config: Any) 
     caches = []
     for row in range(attention_mask.shape[0]):
         real = attention_mask[row].bool()
-        data = [
-            (layer.keys[row : row + 1, :, real].clone(), layer.values[row : row + 1, :, real].clone())
-            for layer in cache.layers
-        ]
+        data = [(k[row : row + 1, :, real].clone(), v[row : row + 1, :, real].clone()) for k, v in states]
         caches.append(DynamicCache(ddp_cache_data=data, config=config))
     return caches
 
@@ -180,6 +179,7 @@ class EmbeddingPass:
                 if get_cache:
                     if cache is None:  # bidirectional embedding: a causal pass gives generation-exact states
                         _, cache = forward_states(self.body, ids, attention, causal=True, use_cache=True)
+                    assert cache is not None  # both branches above produce one
                     for i, c in zip(idx, split_cache(cache, attention, self.body.config), strict=True):
                         caches[i] = c
                 if on_batch:

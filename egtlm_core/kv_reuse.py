@@ -21,7 +21,7 @@ from transformers import DynamicCache
 
 from .attention import embedding_attention_mask
 from .cache import CacheKey, CacheTier, KVEntry, sha256_text
-from .compat import cache_kwarg
+from .compat import cache_kwarg, layer_states
 from .rope import RopeInfo, rerotate_keys, rope_info
 from .segment_plan import Segment, SegmentPlan
 
@@ -94,16 +94,17 @@ class KVReuser:
         start = 0 if prefix_cache is None else prefix_cache.get_seq_length()
         cache = DynamicCache(config=self.body.config)
         if prefix_cache is not None:
-            for i, layer in enumerate(prefix_cache.layers):
-                cache.update(layer.keys, layer.values, i)
+            for i, (k, v) in enumerate(layer_states(prefix_cache)):
+                cache.update(k, v, i)
         self._forward(
             segment.token_ids,
             cache,
             start,
             bidirectional=self.capture == "bidirectional" and not segment.is_prefix,
         )
-        keys = [layer.keys[0, :, start:].clone().cpu() for layer in cache.layers]
-        values = [layer.values[0, :, start:].clone().cpu() for layer in cache.layers]
+        states = layer_states(cache)
+        keys = [k[0, :, start:].clone().cpu() for k, _ in states]
+        values = [v[0, :, start:].clone().cpu() for _, v in states]
         ids = torch.tensor(segment.token_ids, dtype=torch.long)
         return KVEntry(keys, values, ids, position_offset=start, meta={"capture": self.capture})
 
@@ -174,33 +175,93 @@ class KVReuser:
             k = rerotate_keys(k[:, skip:].to(device), delta, self.rope.inv_freq).to(dtype)
             cache.update(k[None], v[:, skip:].to(device=device, dtype=dtype).clone()[None], i)
 
+    def _stored_part(self, entry: KVEntry, skip: int, at: int) -> tuple[list[Any], list[Any]]:
+        """Entry tokens [skip:] per layer, keys re-rotated to start at `at` (all layers in one op)."""
+        delta = at - (entry.position_offset + skip)
+        device, dtype = self.body.device, self.body.dtype
+        values = [v[:, skip:].to(device=device, dtype=dtype) for v in entry.values]
+        if delta == 0:
+            keys = [k[:, skip:].to(device=device, dtype=dtype) for k in entry.keys]
+        else:
+            stacked = torch.stack([k[:, skip:] for k in entry.keys]).to(device)
+            keys = list(rerotate_keys(stacked, delta, self.rope.inv_freq).to(dtype).unbind(0))
+        return keys, values
+
+    def _forward_live(
+        self, ids: list[int], positions: list[int], cache: DynamicCache, cached_positions: torch.Tensor
+    ) -> None:
+        """One forward of every live token at its own position on top of the spliced cache.
+
+        The cache holds the spliced segments in any order; each live token attends to every token at
+        or before its position (spliced or live), which is what running the live runs one by one
+        between the splices computes, in one forward instead of one per separator.
+        """
+        device = self.body.device
+        query = torch.tensor(positions, device=device)
+        key = torch.cat((cached_positions.to(device), query))
+        allowed = key[None, :] <= query[:, None]
+        mask = torch.zeros(1, 1, *allowed.shape, dtype=self.body.dtype, device=device)
+        mask = mask.masked_fill(~allowed, torch.finfo(self.body.dtype).min)
+        with torch.inference_mode():
+            self.body(
+                input_ids=torch.tensor([ids], device=device),
+                attention_mask=mask,
+                position_ids=query[None],
+                use_cache=True,
+                **{cache_kwarg(self.body.forward): cache},
+            )
+
     def build(
         self, plan: SegmentPlan, recompute_tokens: int = 0, alternates: Sequence[Segment] = ()
     ) -> tuple[DynamicCache, ReuseStats]:
-        """A cache holding every segment but the last (live) one, plus what it cost."""
+        """A cache holding every segment but the last (live) one, plus what it cost.
+
+        Stored segments are re-rotated and concatenated once per layer (appending them one by one
+        re-copies the growing cache each time); the live runs between them (separators, recomputed
+        document heads) then go through the model together in one forward.
+        """
         start = time.perf_counter()
         stats = ReuseStats()
-        cache = DynamicCache(config=self.body.config)
         prefix = plan.prefix
         # The loop below already looks the prefix up (and counts it); the loader's own lookup, made
         # only when a document misses, must not count it a second time.
         load_prefix = self._prefix_loader(prefix, ReuseStats())
+        layers = int(self.body.config.num_hidden_layers)
+        keys: list[list[Any]] = [[] for _ in range(layers)]
+        values: list[list[Any]] = [[] for _ in range(layers)]
+        stored_positions: list[torch.Tensor] = []
+        live_ids: list[int] = []
+        live_positions: list[int] = []
         pos = 0
         for segment in plan.segments[:-1]:
             n = len(segment.token_ids)
             if not segment.cached:
-                self._forward(segment.token_ids, cache, pos)
+                live_ids += segment.token_ids
+                live_positions += range(pos, pos + n)
                 stats.prefilled_tokens += n
             else:
                 entry = self.states(segment, prefix, stats, load_prefix, alternates)
                 live = 0 if segment.is_prefix else min(recompute_tokens, n)
                 if live:  # repair knob: the first tokens are recomputed and see everything before them
-                    self._forward(segment.token_ids[:live], cache, pos)
+                    live_ids += segment.token_ids[:live]
+                    live_positions += range(pos, pos + live)
                     stats.prefilled_tokens += live
-                self._splice(cache, entry, live, pos + live)
+                if n > live:
+                    k, v = self._stored_part(entry, live, pos + live)
+                    for i in range(layers):
+                        keys[i].append(k[i])
+                        values[i].append(v[i])
+                    stored_positions.append(torch.arange(pos + live, pos + n))
                 stats.reused_tokens += n - live
                 stats.documents.append({"tokens": n, "position": pos, "recomputed": live})
             pos += n
+        cache = DynamicCache(config=self.body.config)
+        if stored_positions:
+            for i in range(layers):
+                cache.update(torch.cat(keys[i], dim=1)[None], torch.cat(values[i], dim=1)[None], i)
+        if live_ids:
+            cached = torch.cat(stored_positions) if stored_positions else torch.zeros(0, dtype=torch.long)
+            self._forward_live(live_ids, live_positions, cache, cached)
         stats.prefilled_tokens += len(plan.segments[-1].token_ids)
         stats.build_s = time.perf_counter() - start
         return cache, stats

@@ -215,6 +215,7 @@ class EgtLM:
         )
         warn_truncated(tokenized, max_length)
         show = show_progress_bar if show_progress_bar is not None else len(items) >= 64 * batch_size
+        caches: Any
         vectors, caches = (
             embedding_pass.run(tokenized, batch_size, dim, get_cache, show)
             if items

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cache import CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
+from .cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
 from .generation import ChatResult, generation_config, stream_generate
 from .kv_reuse import KVReuser, ReuseStats
 from .prompts import document_text
-from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, plan_from_prompt, rag_layout
+from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, _ids, plan_from_prompt, rag_layout
 from .sources import cache_root
 
 if TYPE_CHECKING:
@@ -82,7 +82,15 @@ class SharedCacheRAG:
     def __init__(self, lm: EgtLM, store: CacheTier | None = None, system: str | None = DEFAULT_SYSTEM):
         self.lm = lm
         fingerprint = lm.source.fingerprint()
-        self.store = store if store is not None else default_store(fingerprint)
+        # Every EgtLM on the same loaded weights (an embedder, a retriever and a chat model built
+        # separately by a framework) shares the default store and the known documents, so states
+        # one of them captured are found by the others.
+        shared = lm._loaded.shared
+        with lm._loaded.lock:
+            if store is None and "kv_store" not in shared:
+                shared["kv_store"] = default_store(fingerprint)
+            known = shared.setdefault("known_documents", (OrderedDict(), threading.Lock()))
+        self.store = store if store is not None else shared["kv_store"]
         capture = (
             "bidirectional"
             if lm.config.resolved_capture == "reuse" and lm.config.attention == "bidirectional"
@@ -91,8 +99,8 @@ class SharedCacheRAG:
         self.reuser = KVReuser(lm._loaded.body, lm.tokenizer, fingerprint, self.store, capture=capture)
         self.system = system
         self.vectors = VectorIndex()
-        self._known: OrderedDict[str, None] = OrderedDict()  # document texts `chat` looks for
-        self._known_lock = threading.Lock()
+        self._known: OrderedDict[str, None] = known[0]  # document texts `chat` looks for
+        self._known_lock: threading.Lock = known[1]
 
     def remember(self, texts: Sequence[str]) -> None:
         """Mark texts as documents whose states `chat` may splice when they appear in a prompt."""
@@ -110,6 +118,36 @@ class SharedCacheRAG:
     def default_prefix(self) -> Segment:
         """The prefix documents are captured after at indexing time (the default layout's head)."""
         return self.plan("?", ["."]).prefix  # type: ignore[return-value]
+
+    def prefix_segment(self, prefix: str | None = None) -> Segment:
+        """The prefix documents are captured after: a prompt's text before its documents, or the default."""
+        if prefix is None:
+            return self.default_prefix()
+        return Segment(_ids(self.lm.tokenizer, prefix), text=prefix, is_prefix=True)
+
+    def cache_keys(self, texts: Sequence[str], prefix: str | None = None) -> list[CacheKey]:
+        """The store keys of documents' states captured after `prefix` (see `store_states`)."""
+        head = self.prefix_segment(prefix)
+        return [self.reuser.key(Segment(_ids(self.lm.tokenizer, t), text=t), head) for t in texts]
+
+    def store_states(self, texts: Sequence[str], prefix: str | None = None) -> list[CacheKey]:
+        """Capture and store documents' KV states (no embedding) and remember them; returns their keys.
+
+        `prefix` is the rendered prompt text a chain puts before its documents (`render_prompt`);
+        captured after it, the first document slot of that chain's prompts is exact. Default: the
+        default layout's head (`chat` still reuses those states, as approximate hits).
+        """
+        head = self.prefix_segment(prefix)
+        segments = [Segment(_ids(self.lm.tokenizer, t), text=t) for t in texts]
+        self.remember(texts)
+        self.reuser.index(segments, head)
+        return [self.reuser.key(s, head) for s in segments]
+
+    def render_prompt(self, messages: list[dict[str, Any]], **template_kwargs: Any) -> str:
+        """The chat prompt text `chat` plans (the template applied, generation header added)."""
+        return self.lm.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **template_kwargs
+        )
 
     def plan(self, question: str, documents: Sequence[str]) -> SegmentPlan:
         return rag_layout(self.lm.tokenizer, question, documents, system=self.system)
@@ -176,11 +214,8 @@ class SharedCacheRAG:
         This is how a framework chain (retriever | prompt | chat model) reuses the states of the
         documents it retrieved without changing the chain: the prompt is planned around them.
         """
-        tokenizer = self.lm.tokenizer
-        prompt = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False, **template_kwargs
-        )
-        plan = plan_from_prompt(tokenizer, prompt, self.known_documents())
+        prompt = self.render_prompt(messages, **template_kwargs)
+        plan = plan_from_prompt(self.lm.tokenizer, prompt, self.known_documents())
         result = AnswerResult("", 0, 0, "stop", documents=[s.text or "" for s in plan.documents])
         pieces = self._run(
             plan,

@@ -37,6 +37,8 @@ class LoadedModel:
     attn_implementation: str | None
     has_lm_head: bool
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # State every EgtLM on these weights shares (the RAG engine's default KV store, known documents).
+    shared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def body(self) -> Any:

@@ -114,5 +114,5 @@ def _checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str
     for name in sorted(tensors):
         t = tensors[name].contiguous()
         h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
