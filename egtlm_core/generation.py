@@ -100,6 +100,21 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+class ChatStream(Iterator[str]):
+    """Text pieces of a streamed chat; `result` (token counts, finish reason, timings) is filled once
+    the pieces are exhausted."""
+
+    def __init__(self, pieces: Iterator[str], result: ChatResult):
+        self._pieces = pieces
+        self.result = result
+
+    def __iter__(self) -> ChatStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+
 class _TimedStreamer(TextIteratorStreamer):
     """Notes when the first generated token arrives (the text queue lags it by whole words)."""
 
@@ -161,8 +176,10 @@ def stream_generate(
         "generation_config": config,
         "streamer": streamer,
     }
-    if stop:
-        kwargs.update(stop_strings=stop, tokenizer=tokenizer)
+    if stop:  # in the config, not as a generate kwarg (deprecated beside a generation_config)
+        kwargs["generation_config"] = copy.copy(config)
+        kwargs["generation_config"].stop_strings = stop
+        kwargs["tokenizer"] = tokenizer
     if prefix_cache is not None:
         # generate mutates the cache it is given: hand it a copy unless the caller built it for this call.
         kwargs[cache_kwarg(model.forward)] = copy.deepcopy(prefix_cache) if copy_cache else prefix_cache

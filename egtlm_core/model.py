@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from .devices import resolve_device, resolve_dtype
 from .encoding import EmbeddingPass, tokenize_for_embedding, warn_truncated
 from .generation import (
     ChatResult,
+    ChatStream,
     chat_input_ids,
     check_messages,
     generate_text,
@@ -299,8 +300,11 @@ class EgtLM:
         reuse_cache: bool = False,
         logits_processor: Any = None,
         **template_kwargs: Any,
-    ) -> Iterator[str]:
-        """Like `chat`, yielding text pieces as they are generated (inputs are checked at the call)."""
+    ) -> ChatStream:
+        """Like `chat`, yielding text pieces as they are generated (inputs are checked at the call).
+
+        The returned iterator's `.result` holds the token counts and timings once it is exhausted.
+        """
         return self._chat(
             messages,
             max_new_tokens,
@@ -339,9 +343,17 @@ class EgtLM:
             )
         prompt = chat_input_ids(self.tokenizer, checked, **template_kwargs)
         if stream:
-            return stream_generate(
-                model, self.tokenizer, prompt, config, stop=stop or (), logits_processor=logits_processor
+            result = ChatResult("", 0, 0, "stop")
+            pieces = stream_generate(
+                model,
+                self.tokenizer,
+                prompt,
+                config,
+                stop=stop or (),
+                logits_processor=logits_processor,
+                result=result,
             )
+            return ChatStream(pieces, result)
         return generate_text(
             model, self.tokenizer, prompt, config, stop=stop or (), logits_processor=logits_processor
         )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
-from .generation import ChatResult, generation_config, stream_generate
+from .generation import ChatResult, ChatStream, generation_config, stream_generate
 from .kv_reuse import KVReuser, ReuseStats
 from .prompts import document_text
 from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, _ids, plan_from_prompt, rag_layout
@@ -229,7 +229,7 @@ class SharedCacheRAG:
             alternates=(self.default_prefix(),),
         )
         if stream:
-            return pieces
+            return ChatStream(pieces, result)
         for _ in pieces:
             pass
         return result

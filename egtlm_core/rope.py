@@ -27,9 +27,17 @@ def rerotate_keys(keys: torch.Tensor, delta: int, inv_freq: torch.Tensor) -> tor
     if delta == 0:
         return keys.clone()
     angles = float(delta) * inv_freq.to(device=keys.device, dtype=torch.float32)  # [head_dim / 2]
-    angles = torch.cat((angles, angles))  # [head_dim], HF layout repeats the half
+    cos, sin = angles.cos(), angles.sin()  # HF layout: both halves use the same angles
     k = keys.float()
-    return (k * angles.cos() + rotate_half(k) * angles.sin()).to(keys.dtype)
+    half = k.shape[-1] // 2
+    x1, x2 = k[..., :half], k[..., half:]
+    # k·cos + rotate_half(k)·sin written half by half into one new tensor: the textbook form makes
+    # three full-size temporaries, and fresh large allocations (page faults) dominated its cost.
+    out = torch.empty_like(k)
+    lo, hi = out[..., :half], out[..., half:]
+    torch.mul(x1, cos, out=lo).addcmul_(x2, sin, value=-1.0)
+    torch.mul(x2, cos, out=hi).addcmul_(x1, sin)
+    return out.to(keys.dtype)
 
 
 @dataclass(frozen=True)

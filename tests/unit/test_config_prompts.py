@@ -13,15 +13,6 @@ QUERIES = ["what is a fox?", "capital of France"]
 DOCS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital of France."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def load(directory, **kwargs) -> EgtLM:
     return EgtLM(str(directory), torch_dtype="float32", **kwargs)
 

@@ -25,15 +25,6 @@ INSTRUCTION = "<|user|>\nRetrieve passages that answer the question\n<|embed|>\n
 POOLINGS = ["mean", "weightedmean", "last", "cls"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def load(directory, **kwargs) -> EgtLM:
     # These tests were written for GritLM's settings; attention="bidirectional" keeps cls pooling meaningful.
     if "attn" not in kwargs:

@@ -17,15 +17,6 @@ LONG = [{"role": "user", "content": "Tell me about the fox"}]
 SHORT = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def m(tiny_llama_dir) -> EgtLM:
     return EgtLM(str(tiny_llama_dir), torch_dtype="float32", attention="bidirectional")

@@ -26,15 +26,6 @@ INSTRUCTION = "<|user|>\nRetrieve passages that answer the question\n<|embed|>\n
 POOLINGS = ["mean", "weightedmean", "last", "cls"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- the reference ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ref_body(tiny_llama_dir):

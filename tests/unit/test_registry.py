@@ -15,15 +15,6 @@ from egtlm_core import EgtLM
 from egtlm_core.registry import loaded_models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def fresh_dir(tmp_path):
     """A model directory no other test has loaded, so the registry starts empty for it."""
