@@ -1,0 +1,415 @@
+"""`ChatEgtLM`: a LangChain chat model over `EgtLM.chat`, sharing weights and KV states with the
+embedder and retriever of the same model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+try:
+    from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+    from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+    from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+    from langchain_core.runnables import Runnable
+    from langchain_core.tools import BaseTool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+except ImportError as err:  # pragma: no cover - the extra is missing
+    raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from err
+
+from egtlm_core import EgtLM
+from egtlm_core.constrained import JsonGrammar, json_grammar, tool_call_schema
+
+from ._async import iterate_in_thread
+from ._lazy import LazyLM, display_name, shared_lm
+from ._messages import to_chat_messages
+from ._structured import structured_runnable
+from ._tool_calling import (
+    ToolPlan,
+    looks_like_call,
+    new_call_id,
+    parse_tool_calls,
+    plan_tools,
+    with_tools_prompt,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 256
+# Per-call keyword arguments `_generate`/`_stream` understand (besides those `bind_tools` and
+# `with_structured_output` bind).
+_CALL_OPTIONS = ("model", "temperature", "max_tokens", "top_p", "reuse_cache")
+
+
+@dataclass
+class _Request:
+    """One generation, resolved: the model, the rendered messages and the decoding options."""
+
+    lm: EgtLM
+    model_name: str
+    messages: list[dict[str, str]]
+    options: dict[str, Any]
+    grammar: JsonGrammar | None
+    tools: ToolPlan | None
+
+    def processors(self) -> list[Any] | None:
+        if self.grammar is None:
+            return None
+        return [self.grammar.processor(max_new_tokens=self.options["max_new_tokens"])]
+
+
+class ChatEgtLM(BaseChatModel):
+    """Chat with the decoder model that also embeds, reusing the KV states of retrieved documents.
+
+    Construction is cheap; the weights load on first use through the registry shared with
+    `EgtLMEmbeddings`, so both hold one copy. With `reuse_cache=True` the states of documents the
+    model's RAG engine knows (indexed, or returned by `EgtLMCacheRetriever`) are spliced in when their
+    text appears in the prompt instead of being prefilled; `response_metadata["egtlm"]` reports what
+    was reused and `usage_metadata["input_token_details"]["cache_read"]` counts those tokens.
+
+    Tool calling and structured output are grammar-constrained (xgrammar) when forced, so even the
+    135M default model returns calls and objects that validate against their schemas.
+
+    Example:
+        >>> from langchain_egtlm import ChatEgtLM
+        >>> chat = ChatEgtLM(max_tokens=64)
+        >>> chat.invoke("What is the capital of France?").content
+        >>> chat.bind_tools([get_weather], tool_choice="any").invoke("Weather in Paris?").tool_calls
+    """
+
+    model_config = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=True)
+
+    model: Any = None
+    """A local path, `.gguf` file, hub id, an `EgtLM` instance, or None for the packaged default."""
+    temperature: float = Field(default=0.0, ge=0.0)
+    """Sampling temperature; 0 decodes greedily (deterministic)."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """Most tokens to generate (None: 256)."""
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass (with temperature > 0)."""
+    stop: list[str] | None = None
+    """Stop strings: generation ends there and they are not returned."""
+    streaming: bool = False
+    """Stream tokens through callbacks when invoked."""
+    reuse_cache: bool = True
+    """Splice the stored KV states of known documents found in the prompt instead of prefilling them."""
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Loading arguments passed to `EgtLM` (torch_dtype, device, attn_implementation, ...)."""
+
+    _lazy: LazyLM = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _note_ignored(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            ignored = sorted(set(data) - set(cls.model_fields) - {"model_name"})
+            if ignored:
+                logger.warning("ChatEgtLM runs locally and ignores %s.", ignored)
+            if "model_name" in data and "model" not in data:  # the common alias in other integrations
+                data = {**data, "model": data["model_name"]}
+        return data
+
+    @model_validator(mode="after")
+    def _build_client(self) -> ChatEgtLM:
+        self._lazy = LazyLM(self.model, mode="unified", model_kwargs=self.model_kwargs)
+        return self
+
+    @property
+    def client(self) -> EgtLM:
+        """The `EgtLM` doing the work (loaded on first access; rebuilt if `model`/`model_kwargs` changed)."""
+        if not self._lazy.matches(self.model, model_kwargs=self.model_kwargs):
+            self._lazy = LazyLM(self.model, mode="unified", model_kwargs=self.model_kwargs)
+        return self._lazy.get()
+
+    @property
+    def _llm_type(self) -> str:
+        return "egtlm-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": display_name(self.model),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "stop": self.stop,
+            "reuse_cache": self.reuse_cache,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        model = kwargs.get("model", self.model)
+        params = LangSmithParams(
+            ls_provider="egtlm",
+            ls_model_name=display_name(model),
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+        )
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    # --- requests -----------------------------------------------------------------------------------
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> _Request:
+        kwargs = dict(kwargs)
+        tools, tool_choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
+        response_format = kwargs.pop("response_format", None)
+        unknown = sorted(set(kwargs) - set(_CALL_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"ChatEgtLM got unknown call arguments {unknown}; it takes {list(_CALL_OPTIONS)}."
+            )
+        model = kwargs.get("model")
+        lm = self.client if model is None else shared_lm(model, model_kwargs=self.model_kwargs)
+        chat = to_chat_messages(messages)
+        plan = plan_tools(tools or (), tool_choice)
+        grammar = None
+        if plan is not None:
+            chat = with_tools_prompt(chat, plan)
+            if plan.forced:
+                grammar = json_grammar(lm.tokenizer, tool_call_schema(plan.forced), model=lm.model)
+        elif response_format is not None:
+            grammar = json_grammar(lm.tokenizer, response_format.get("schema"), model=lm.model)
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        options = {
+            "max_new_tokens": DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+            "temperature": kwargs.get("temperature", self.temperature),
+            "top_p": kwargs.get("top_p", self.top_p),
+            # A stop string inside constrained JSON would cut it; the grammar ends the output there.
+            "stop": None if grammar is not None else (stop if stop is not None else self.stop),
+            "reuse_cache": kwargs.get("reuse_cache", self.reuse_cache),
+        }
+        name = display_name(model if model is not None else self.model)
+        return _Request(lm, name, chat, options, grammar, plan)
+
+    def _tool_calls(self, req: _Request, text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(tool calls, invalid tool calls) in the answer text."""
+        if req.tools is None:
+            return [], []
+        calls = parse_tool_calls(text, req.tools.names)
+        if calls:
+            return calls, []
+        if req.tools.forced:  # the grammar guarantees a call unless the token budget ran out
+            error = "The forced tool call did not complete within max_tokens."
+            return [], [
+                {"name": None, "args": text, "id": new_call_id(), "error": error, "type": "invalid_tool_call"}
+            ]
+        return [], []
+
+    @staticmethod
+    def _metadata(req: _Request, result: Any, has_calls: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(usage_metadata, response_metadata) for a finished generation."""
+        reused = int(getattr(result, "reused_tokens", 0))
+        usage: dict[str, Any] = {
+            "input_tokens": result.prompt_tokens,
+            "output_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+        }
+        if req.options["reuse_cache"]:
+            usage["input_token_details"] = {"cache_read": reused}
+        reuse = getattr(result, "reuse", None)
+        stats = {
+            "ttft_s": result.ttft_s,
+            "total_s": result.total_s,
+            "reused_tokens": reused,
+            "prefilled_tokens": int(getattr(result, "prefilled_tokens", result.prompt_tokens)),
+        }
+        if reuse is not None:
+            stats.update(hits=reuse.hits, approximate_hits=reuse.approximate_hits, misses=reuse.misses)
+            stats.update(fallback=reuse.fallback)
+        response = {
+            "model_name": req.model_name,
+            "finish_reason": "tool_calls" if has_calls else result.finish_reason,
+            "egtlm": stats,
+        }
+        return usage, response
+
+    def _generate_message(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict
+    ) -> AIMessage:
+        req = self._request(messages, stop, kwargs)
+        opts = req.options
+        result = req.lm.chat(
+            req.messages,
+            max_new_tokens=opts["max_new_tokens"],
+            temperature=opts["temperature"],
+            top_p=opts["top_p"],
+            stop=opts["stop"],
+            reuse_cache=opts["reuse_cache"],
+            logits_processor=req.processors(),
+        )
+        calls, invalid = self._tool_calls(req, result.text)
+        usage, response = self._metadata(req, result, bool(calls))
+        return AIMessage(
+            content="" if calls else result.text,
+            tool_calls=calls,
+            invalid_tool_calls=invalid,
+            usage_metadata=usage,  # type: ignore[arg-type]
+            response_metadata=response,
+        )
+
+    # --- BaseChatModel ------------------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = self._generate_message(messages, stop, kwargs)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = await asyncio.to_thread(self._generate_message, messages, stop, kwargs)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _chunks(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict, cancelled: threading.Event
+    ) -> Iterator[ChatGenerationChunk]:
+        """Text chunks as generated, then one last chunk with usage, metadata and any tool calls.
+
+        Text that may be a tool call (bound tools, starts like JSON) is held back until it can be
+        parsed; a forced call is emitted whole at the end.
+        """
+        req = self._request(messages, stop, kwargs)
+        opts = req.options
+        stream = req.lm.stream_chat(
+            req.messages,
+            max_new_tokens=opts["max_new_tokens"],
+            temperature=opts["temperature"],
+            top_p=opts["top_p"],
+            stop=opts["stop"],
+            reuse_cache=opts["reuse_cache"],
+            logits_processor=req.processors(),
+        )
+        hold = req.tools is not None and bool(req.tools.forced)
+        undecided = req.tools is not None and not hold
+        held = ""
+        for piece in stream:
+            if cancelled.is_set():
+                return
+            if hold or undecided:
+                held += piece
+                if undecided and held.strip():
+                    undecided, hold = False, looks_like_call(held)
+                    if not hold:
+                        yield ChatGenerationChunk(message=AIMessageChunk(content=held))
+                        held = ""
+                continue
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        calls, invalid = self._tool_calls(req, held) if held else ([], [])
+        if held and not calls:
+            yield ChatGenerationChunk(message=AIMessageChunk(content=held))
+        usage, response = self._metadata(req, stream.result, bool(calls))
+        call_chunks = [
+            {
+                "name": c["name"],
+                "args": _json(c["args"]),
+                "id": c["id"],
+                "index": i,
+                "type": "tool_call_chunk",
+            }
+            for i, c in enumerate(calls)
+        ]
+        last = AIMessageChunk(
+            content="",
+            tool_call_chunks=call_chunks,  # type: ignore[arg-type]
+            invalid_tool_calls=invalid,  # type: ignore[arg-type]
+            usage_metadata=usage,  # type: ignore[arg-type]
+            response_metadata=response,
+            chunk_position="last",
+        )
+        yield ChatGenerationChunk(message=last)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in self._chunks(messages, stop, kwargs, threading.Event()):
+            if run_manager is not None and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """`_stream` in a worker thread feeding an asyncio queue: the event loop never waits on the model."""
+        chunks = iterate_in_thread(
+            lambda cancelled: self._chunks(messages, stop, kwargs, cancelled), "egtlm-astream"
+        )
+        async for chunk in chunks:
+            if run_manager is not None and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    # --- tools and structured output ----------------------------------------------------------------
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable | BaseTool],
+        *,
+        tool_choice: dict | str | bool | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools; a forcing `tool_choice` grammar-constrains the answer to a valid call.
+
+        Args:
+            tools: anything `convert_to_openai_tool` takes (functions, `@tool`s, pydantic classes,
+                TypedDicts, OpenAI tool dicts).
+            tool_choice: "auto"/None (the model may call a tool: best effort, parsed if the whole
+                answer is a call), "none", "any"/"required"/True (some tool), a tool name or
+                {"type": "function", "function": {"name": ...}} (that tool).
+            strict: passed to `convert_to_openai_tool`; calls validate against the schema either way.
+        """
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        plan_tools(formatted, tool_choice)  # reject a bad choice now rather than at the first call
+        return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict | type | None = None,
+        *,
+        method: str = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict | Any]:
+        """Return objects of `schema` (pydantic class, TypedDict or JSON schema dict).
+
+        Args:
+            method: "json_schema" (decode under the schema's grammar), "function_calling" (the schema
+                as a forced tool) or "json_mode" (any JSON object, or the schema's when given).
+            include_raw: return {"raw", "parsed", "parsing_error"} instead of raising on a bad parse.
+            strict: accepted for compatibility; the grammar makes every method strict.
+        """
+        if kwargs:
+            raise ValueError(f"Received unsupported arguments {kwargs}")
+        return structured_runnable(self, schema, method, include_raw, strict)
+
+
+def _json(args: dict[str, Any]) -> str:
+    return json.dumps(args, ensure_ascii=False)
