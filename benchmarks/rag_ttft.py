@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -202,6 +203,7 @@ def run_dtype(dtype: str, docs: list[str], question: str, ks: list[int], repeats
             "bytes_per_token_docs": statistics.mean(per_doc),
             "load_ms_per_doc": median_ms(loads[cond]),
         }
+    shutil.rmtree(tmp, ignore_errors=True)
     return {
         "dtype": str(m.dtype).removeprefix("torch."),
         "requested": dtype,

@@ -47,15 +47,25 @@ def main() -> None:
     )
 
     m.index(DOCUMENTS)  # embeds the documents and stores their KV states
+    m.answer(QUESTIONS[0], k=2, max_new_tokens=1)  # warm-up: the first generate pays one-time costs
+    m.answer(QUESTIONS[0], k=2, max_new_tokens=1, reuse_cache=False)
     for q in QUESTIONS:
         fast = m.answer(q, k=2, max_new_tokens=48)
         full = m.answer(q, k=2, max_new_tokens=48, reuse_cache=False)
+        # Time to first token, best of 3 each (timings on a shared machine are noisy).
+        fast_ttft = min([fast.ttft_s] + [m.answer(q, k=2, max_new_tokens=1).ttft_s for _ in range(2)])
+        full_ttft = min(
+            [full.ttft_s] + [m.answer(q, k=2, max_new_tokens=1, reuse_cache=False).ttft_s for _ in range(2)]
+        )
         print(f"\nQ: {q}\nA: {fast.text.strip()}")
         print(
-            f"   time to first token: {fast.ttft_s * 1e3:.0f} ms with cache reuse "
+            f"   time to first token: {fast_ttft * 1e3:.0f} ms with cache reuse "
             f"({fast.reused_tokens} tokens reused, {fast.prefilled_tokens} prefilled) vs "
-            f"{full.ttft_s * 1e3:.0f} ms full prefill -> {full.ttft_s / fast.ttft_s:.1f}x; "
-            f"same answer: {fast.text == full.text}"
+            f"{full_ttft * 1e3:.0f} ms full prefill -> {full_ttft / fast_ttft:.1f}x"
+        )
+        print(
+            f"   same answer as full prefill: {fast.text == full.text} (the first document slot is exact; "
+            "later slots never saw the documents before them, see docs/shared_cache.md)"
         )
     print("\nVectors are float32, L2-normalised:", np.allclose(np.linalg.norm(vectors, axis=1), 1.0))
 
