@@ -66,9 +66,11 @@ def cpu_model() -> str:
     """CPU model name from lscpu (falls back to platform.processor())."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
+        fields = dict(ln.split(":", 1) for ln in out.splitlines() if ":" in ln)
+        name = fields.get("Model name", "").strip()
+        if name:
+            family, model = fields.get("CPU family", "").strip(), fields.get("Model", "").strip()
+            return f"{name} (family {family}, model {model})" if family and model else name
     except (OSError, subprocess.SubprocessError):
         pass
     return platform.processor() or platform.machine()
@@ -96,31 +98,45 @@ def cpu_pressure() -> str | None:
     return f"{parts.get('avg10', '?')}% (10 s) / {parts.get('avg60', '?')}% (60 s)"
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies over all CPUs from /proc/stat; None where unavailable."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, IndexError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def wait_for_quiet(
     max_wait_s: float,
-    threshold_pct: float = 20.0,
+    busy_threshold: float = 0.15,
     log: Callable[[str], None] | None = print,
-    settle_s: float = 15.0,
+    settle_s: float = 20.0,
+    step_s: float = 2.5,
 ) -> bool:
-    """Wait (up to `max_wait_s`) until CPU pressure over the last 10 s has stayed below `threshold_pct`
-    for `settle_s`. -> True if it got quiet. Returns at once where PSI is unavailable."""
+    """Wait (up to `max_wait_s`) until the machine's CPUs have been idle, other than a `busy_threshold`
+    share, for `settle_s` (other jobs' load, which CPU pressure misses when they use fewer cores than
+    there are). -> True if it got quiet. Returns at once where /proc/stat is unavailable."""
     deadline = time.monotonic() + max_wait_s
-    quiet_since: float | None = None
-    while True:
-        try:
-            line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-            avg10 = float(dict(p.split("=") for p in line.split()[1:])["avg10"])
-        except (OSError, IndexError, KeyError, ValueError):
+    quiet_for = 0.0
+    prev = _cpu_times()
+    if prev is None:
+        return True
+    busy = 1.0
+    while time.monotonic() < deadline:
+        time.sleep(step_s)
+        cur = _cpu_times()
+        if cur is None:
             return True
-        now = time.monotonic()
-        quiet_since = (quiet_since or now) if avg10 < threshold_pct else None
-        if quiet_since is not None and now - quiet_since >= settle_s:
+        busy = (cur[0] - prev[0]) / max(cur[1] - prev[1], 1)
+        prev = cur
+        quiet_for = quiet_for + step_s if busy < busy_threshold else 0.0
+        if quiet_for >= settle_s:
             return True
-        if now >= deadline:
-            if log:
-                log(f"CPU pressure still {avg10:.0f}% after {max_wait_s:.0f} s; measuring anyway")
-            return False
-        time.sleep(2.5)
+    if log:
+        log(f"CPUs still {busy:.0%} busy with other work after {max_wait_s:.0f} s; measuring anyway")
+    return False
 
 
 def machine_info(extra_packages: Iterable[str] = ("torch", "transformers")) -> dict[str, str]:
@@ -387,7 +403,7 @@ def bar_plot(path: str | os.PathLike, groups: Sequence[BarGroup], suptitle: str 
         ax.set_ylim(0, top * 1.22)
         if g.reference:
             ax.axhline(g.reference[0], color="gray", linestyle="--", linewidth=1)
-            ax.text(len(g.values) - 0.5, g.reference[0], g.reference[1], ha="right", va="bottom", fontsize=8)
+            ax.text(-0.45, g.reference[0], g.reference[1], ha="left", va="bottom", fontsize=8, color="gray")
         for i, v in enumerate(g.values):
             note = g.notes[i] if g.notes else ""
             label = f"{v:,.3g}" + (f"\n{note}" if note else "")

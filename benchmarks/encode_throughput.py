@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0,
         metavar="S",
-        help="first wait up to S seconds for CPU pressure (PSI avg10) to drop below 20%%",
+        help="first wait up to S seconds for the CPUs to be idle (other jobs finished)",
     )
     ap.add_argument("--no-investigate", action="store_true", help="skip profile, knobs, 1-thread run")
     ap.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks files")
@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     egt_default, egt_same, st_same = S["egt_default"], S["egt_same"], S["st_same"]
     st_default, st_default_matched = S["st_default"], S["st_default_matched"]
     dname = str(dtype).removeprefix("torch.")
+    default_bidir = egt_default.config.attention == "bidirectional"
     st_dname = str(S["st_default_dtype"]).removeprefix("torch.")
     info["EgtLM dtype ('auto')"] = dname
     if args.dtype is None:
@@ -277,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     chunks, chunk_idx = chunked(sentences, args.chunk)
     sub_chunks, _ = chunked(sub, max(args.chunk // 4, bs))
     chunk_flops = [
-        model_flops(egt_default._loaded.body, [lens_default[i] for i in ix], True)[0] for ix in chunk_idx
+        model_flops(egt_default._loaded.body, [lens_default[i] for i in ix], default_bidir)[0]
+        for ix in chunk_idx
     ]
 
     log("warm-up ...")
@@ -331,9 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     r2m = dm.total_median / c.total_median if dm else None
     # --- row 3 ------------------------------------------------------------------------------------
     e = TA["EgtLM default"]
-    flops, params = model_flops(
-        egt_default._loaded.body, lens_default, bidirectional=DEFAULTS.attention == "bidirectional"
-    )
+    flops, params = model_flops(egt_default._loaded.body, lens_default, bidirectional=default_bidir)
     flat_peaks = [p for row in peaks for p in row]
     peak_best, peak_median = max(flat_peaks), statistics.median(flat_peaks)
     share_best = flops / e.total_best / peak_best
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 torch.set_num_threads(threads)
             lens_inv = [len(x) for x in egt_token_ids(egt_default, inv)]
-            flops_inv, _ = model_flops(egt_default._loaded.body, lens_inv, True)
+            flops_inv, _ = model_flops(egt_default._loaded.body, lens_inv, default_bidir)
             t1 = ctl["EgtLM default"]
             inv_res["one_thread"] = {
                 "sent_s": len(inv) / t1.total_best,
@@ -579,6 +579,13 @@ def main(argv: list[str] | None = None) -> int:
         "rounds); each system's time is the sum over chunks of its median round, and a speed-up is the "
         "ratio of those times. Rerun before relying on a second digit._\n"
     )
+    probe = info.get("'auto' dtype probe (devices.py)", "")
+    if dtype == torch.float32 and args.dtype is None and "bf16" in info["isa"]:
+        add(
+            '_Note: `torch_dtype="auto"` picked float32 in this run although the CPU has bf16 instructions: '
+            "its probe (one small matmul per dtype, `egtlm_core/devices.py`) was disturbed by other jobs "
+            f"({probe})._\n"
+        )
     add(f"![encode throughput]({PNG_PATH.name})\n")
     add("## Results\n")
     add("| target | measured | status |\n| --- | ---: | --- |")
@@ -731,9 +738,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         add(
             f"- **Linear layers** run at about {mm_rate / 1e9:,.0f} GFLOP/s inside the model (padded tokens "
-            f"counted) against the {peak_best / 1e9:,.0f} GFLOP/s square-matmul peak: the weights are small "
-            "(576×192 to 576×1536) and a batch is a few hundred tokens, so each matmul is short and pays "
-            "the per-call and per-barrier costs."
+            f"counted), {mm_rate / peak_best:.0%} of the {peak_best / 1e9:,.0f} GFLOP/s square-matmul peak"
+            + (
+                ": the matmuls themselves are not the problem; the share is lost in the time spent on "
+                "everything that is not a matmul (the rows below)."
+                if mm_rate / peak_best >= 0.8
+                else ": the weights are small (576×192 to 576×1536) and a batch is a few hundred tokens, so "
+                "each matmul is short and pays per-call and per-barrier costs."
+            )
         )
         add(
             f"- **Attention** is {1 - 2 * params * sum(lens_default) / flops:.1%} of the FLOPs but "
@@ -749,10 +761,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         if one:
             add(
-                f"- **Sharing the machine**: the 1-thread share ({one['share']:.2f}) against the all-threads "
-                f"share ({share_best:.2f}) is what other jobs on the 2 cores cost: a matmul burst of a few "
-                "hundred ms can catch a quiet moment, a multi-second encode cannot, and with 2 threads every "
-                "op ends in a barrier that waits for a descheduled thread."
+                f"- **Threads**: with 1 thread the share is {one['share']:.2f}, with "
+                f"{torch.get_num_threads()} it is {share_best:.2f}. The big matmuls of the peak scale almost "
+                "perfectly over cores; the short, memory-bound non-matmul ops and the per-op parallel-region "
+                "barriers do not. When other jobs run, those barriers also wait for a descheduled thread, "
+                "which is why 2-thread timings here swing far more than 1-thread ones."
             )
         add("")
         add(
@@ -774,8 +787,9 @@ def main(argv: list[str] | None = None) -> int:
             'load-time option (`EgtLM(attn_implementation="eager")`), not something `encode` can switch per '
             "call without racing generation, and sdpa wins on long inputs; "
             + (
-                "it was faster here, so a length-dependent choice of kernel is the next step for short-text "
-                "throughput."
+                f"it was faster here (at {knobs_res[eager_key][1]:.2f}× the all-threads share would be about "
+                f"{share_best * knobs_res[eager_key][1]:.2f}), so a length-dependent choice of kernel is the "
+                "next step for short-text throughput."
                 if knobs_res[eager_key][1] > 1.02
                 else "it did not win clearly here."
             )
