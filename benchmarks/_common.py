@@ -418,3 +418,22 @@ def bar_plot(path: str | os.PathLike, groups: Sequence[BarGroup], suptitle: str 
     fig.savefig(p, dpi=110)
     plt.close(fig)
     return p
+
+
+def machine_facts(threads: int) -> dict[str, Any]:
+    """The machine and library facts a benchmark page states beside its numbers."""
+    import datetime as dt
+
+    import torch
+    import transformers
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": threads,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "load_before": os.getloadavg(),
+    }

@@ -31,17 +31,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import json
 import math
 import os
-import platform
 import random
 import re
 import shutil
 import statistics
 import string
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import transformers  # noqa: E402
+from _common import machine_facts  # noqa: E402
 
 from egtlm_core import EgtLM  # noqa: E402
 from egtlm_core.cache import DiskTier, MemoryTier  # noqa: E402
@@ -71,28 +68,6 @@ TARGET_INT8_TOP1 = 0.99
 
 
 # --- machine, data, metrics -----------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine(threads: int) -> dict[str, Any]:
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "torch_threads": threads,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "load_before": os.getloadavg(),
-    }
 
 
 def normalize(text: str) -> str:
@@ -862,7 +837,7 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = machine(torch.get_num_threads())
+    info = machine_facts(torch.get_num_threads())
     res = run(args)
     res["recompute"] = args.recompute
     info["load_after"] = os.getloadavg()

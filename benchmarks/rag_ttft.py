@@ -21,13 +21,10 @@ Writes docs/benchmarks/rag_ttft.md and rag_ttft.png.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
+from _common import machine_facts  # noqa: E402
 
 from egtlm_core import EgtLM  # noqa: E402
 from egtlm_core.cache import DiskTier, MemoryTier  # noqa: E402
@@ -52,28 +49,6 @@ TARGET_RATIO = 10.0  # k = 5, warm
 
 
 # --- small helpers (machine description, data) --------------------------------------------------
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine(threads: int) -> dict[str, Any]:
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "torch_threads": threads,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "load_before": os.getloadavg(),
-    }
 
 
 def xquad_paragraphs(path: Path) -> list[dict[str, Any]]:
@@ -451,7 +426,7 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = machine(torch.get_num_threads())
+    info = machine_facts(torch.get_num_threads())
 
     paragraphs = xquad_paragraphs(args.data)
     tok = EgtLM().tokenizer
