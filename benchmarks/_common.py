@@ -402,8 +402,8 @@ def bar_plot(path: str | os.PathLike, groups: Sequence[BarGroup], suptitle: str 
         top = max([*g.values, *(hi for _, hi in g.ranges or [])] + [g.reference[0] if g.reference else 0])
         ax.set_ylim(0, top * 1.22)
         if g.reference:
-            ax.axhline(g.reference[0], color="gray", linestyle="--", linewidth=1)
-            ax.text(-0.45, g.reference[0], g.reference[1], ha="left", va="bottom", fontsize=8, color="gray")
+            ax.axhline(g.reference[0], color="gray", linestyle="--", linewidth=1, label=g.reference[1])
+            ax.legend(loc="upper right", fontsize=8, frameon=False)
         for i, v in enumerate(g.values):
             note = g.notes[i] if g.notes else ""
             label = f"{v:,.3g}" + (f"\n{note}" if note else "")
