@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 # Kernels that take an arbitrary additive 4D mask; flash-attention kernels only take a padding mask.
-MASKABLE_ATTENTION = ("eager", "sdpa", "flex_attention")
+MASKABLE_ATTENTION = ("eager", "sdpa", "egtlm_sdpa", "flex_attention")
 
 
 def check_maskable(attn_implementation: str | None) -> None:

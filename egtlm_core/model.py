@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,20 @@ from .registry import LoadedModel, get_model
 from .sources import ModelSource, resolve_source
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """What `EgtLM.chat` and `stream_chat` take besides the messages and chat-template arguments."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: Sequence[str] | None = None
+    reuse_cache: bool = False
+    recompute_tokens: int = 0
+    logits_processor: Any = None
+
 
 # Arguments GritLM / MTEB callers pass to encode that have no effect here (numpy is the default output).
 _ACCEPTED_IGNORED = {"convert_to_numpy", "recast", "add_special_tokens", "prompt_name", "task_name"}
@@ -268,67 +283,38 @@ class EgtLM:
         top_p: float = 1.0,
         stop: Sequence[str] | None = None,
         reuse_cache: bool = False,
+        recompute_tokens: int = 0,
         logits_processor: Any = None,
         **template_kwargs: Any,
     ) -> ChatResult:
         """Answer a conversation; greedy by default. Stop strings end the answer and are not returned.
 
         With `reuse_cache=True`, indexed or retrieved documents found in the prompt are spliced from
-        the KV store instead of prefilled (the result then also reports what was reused).
-        `logits_processor` constrains decoding (e.g. a grammar); extra keyword arguments go to the
-        chat template (e.g. `tools=`).
+        the KV store instead of prefilled (the result then also reports what was reused);
+        `recompute_tokens=n` recomputes the first n tokens of each spliced document, so they see the
+        documents before them. `logits_processor` constrains decoding (e.g. a grammar); extra keyword
+        arguments go to the chat template (e.g. `tools=`).
         """
-        return self._chat(
-            messages,
-            max_new_tokens,
-            temperature,
-            top_p,
-            stop,
-            reuse_cache,
-            logits_processor,
-            False,
-            template_kwargs,
+        options = ChatOptions(
+            max_new_tokens, temperature, top_p, stop, reuse_cache, recompute_tokens, logits_processor
         )
+        return self._chat(messages, options, stream=False, template_kwargs=template_kwargs)
 
-    def stream_chat(
-        self,
-        messages: Any,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] | None = None,
-        reuse_cache: bool = False,
-        logits_processor: Any = None,
-        **template_kwargs: Any,
-    ) -> ChatStream:
-        """Like `chat`, yielding text pieces as they are generated (inputs are checked at the call).
+    def stream_chat(self, messages: Any, **options: Any) -> ChatStream:
+        """`chat` with the same options, yielding text pieces as they are generated.
 
-        The returned iterator's `.result` holds the token counts and timings once it is exhausted.
+        Inputs are checked at the call; the iterator's `.result` holds the token counts and timings
+        once it is exhausted.
         """
-        return self._chat(
-            messages,
-            max_new_tokens,
-            temperature,
-            top_p,
-            stop,
-            reuse_cache,
-            logits_processor,
-            True,
-            template_kwargs,
-        )
+        names = {f.name for f in fields(ChatOptions)}
+        chat_options = ChatOptions(**{k: options.pop(k) for k in names & options.keys()})
+        return self._chat(messages, chat_options, stream=True, template_kwargs=options)
 
     def _chat(
-        self,
-        messages: Any,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        stop: Sequence[str] | None,
-        reuse_cache: bool,
-        logits_processor: Any,
-        stream: bool,
-        template_kwargs: dict[str, Any],
+        self, messages: Any, options: ChatOptions, stream: bool, template_kwargs: dict[str, Any]
     ) -> Any:
+        max_new_tokens, temperature, top_p = options.max_new_tokens, options.temperature, options.top_p
+        stop, reuse_cache, logits_processor = options.stop, options.reuse_cache, options.logits_processor
         model = self._generator()
         checked = check_messages(messages)
         config = generation_config(self.tokenizer, model, max_new_tokens, temperature, top_p)
@@ -337,6 +323,7 @@ class EgtLM:
                 checked,
                 config,
                 stop=stop or (),
+                recompute_tokens=options.recompute_tokens,
                 logits_processor=logits_processor,
                 stream=stream,
                 **template_kwargs,

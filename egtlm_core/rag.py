@@ -207,6 +207,7 @@ class SharedCacheRAG:
         stop: Sequence[str] = (),
         logits_processor: Any = None,
         stream: bool = False,
+        recompute_tokens: int = 0,
         **template_kwargs: Any,
     ) -> Any:
         """Chat where known documents found in the rendered prompt are spliced from the store.
@@ -223,7 +224,7 @@ class SharedCacheRAG:
             config,
             result,
             reuse_cache,
-            0,
+            recompute_tokens,
             stop,
             logits_processor,
             alternates=(self.default_prefix(),),

@@ -311,6 +311,10 @@ def load_model_and_tokenizer(
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.pad_token_id is None and tok.pad_token_id is not None:
         gen.pad_token_id = tok.pad_token_id  # silences generate()'s "Setting pad_token_id" warning
+    if attn_implementation is None:  # our default kernel; an explicit choice is kept as given
+        from .kernels import use_egtlm_kernel
+
+        use_egtlm_kernel(model)
     model.eval()
     return model.to(device), tok
 

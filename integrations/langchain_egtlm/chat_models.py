@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 256
 # Per-call keyword arguments `_generate`/`_stream` understand (besides those `bind_tools` and
 # `with_structured_output` bind).
-_CALL_OPTIONS = ("model", "temperature", "max_tokens", "top_p", "reuse_cache")
+_CALL_OPTIONS = ("model", "temperature", "max_tokens", "top_p", "reuse_cache", "recompute_tokens")
 
 
 @dataclass
@@ -63,6 +63,10 @@ class _Request:
         if self.grammar is None:
             return None
         return [self.grammar.processor(max_new_tokens=self.options["max_new_tokens"])]
+
+    def chat_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `EgtLM.chat` / `stream_chat` (a fresh grammar processor each time)."""
+        return {**self.options, "logits_processor": self.processors()}
 
 
 class ChatEgtLM(BaseChatModel):
@@ -100,6 +104,9 @@ class ChatEgtLM(BaseChatModel):
     """Stream tokens through callbacks when invoked."""
     reuse_cache: bool = True
     """Splice the stored KV states of known documents found in the prompt instead of prefilling them."""
+    recompute_tokens: int = Field(default=0, ge=0)
+    """With reuse, recompute the first n tokens of each spliced document so they see the documents
+    before them (a quality knob for documents after the first; costs n tokens of prefill each)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Loading arguments passed to `EgtLM` (torch_dtype, device, attn_implementation, ...)."""
 
@@ -141,6 +148,7 @@ class ChatEgtLM(BaseChatModel):
             "top_p": self.top_p,
             "stop": self.stop,
             "reuse_cache": self.reuse_cache,
+            "recompute_tokens": self.recompute_tokens,
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -189,6 +197,7 @@ class ChatEgtLM(BaseChatModel):
             # A stop string inside constrained JSON would cut it; the grammar ends the output there.
             "stop": None if grammar is not None else (stop if stop is not None else self.stop),
             "reuse_cache": kwargs.get("reuse_cache", self.reuse_cache),
+            "recompute_tokens": kwargs.get("recompute_tokens", self.recompute_tokens),
         }
         name = display_name(model if model is not None else self.model)
         return _Request(lm, name, chat, options, grammar, plan)
@@ -239,16 +248,7 @@ class ChatEgtLM(BaseChatModel):
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict
     ) -> AIMessage:
         req = self._request(messages, stop, kwargs)
-        opts = req.options
-        result = req.lm.chat(
-            req.messages,
-            max_new_tokens=opts["max_new_tokens"],
-            temperature=opts["temperature"],
-            top_p=opts["top_p"],
-            stop=opts["stop"],
-            reuse_cache=opts["reuse_cache"],
-            logits_processor=req.processors(),
-        )
+        result = req.lm.chat(req.messages, **req.chat_kwargs())
         calls, invalid = self._tool_calls(req, result.text)
         usage, response = self._metadata(req, result, bool(calls))
         return AIMessage(
@@ -289,16 +289,7 @@ class ChatEgtLM(BaseChatModel):
         parsed; a forced call is emitted whole at the end.
         """
         req = self._request(messages, stop, kwargs)
-        opts = req.options
-        stream = req.lm.stream_chat(
-            req.messages,
-            max_new_tokens=opts["max_new_tokens"],
-            temperature=opts["temperature"],
-            top_p=opts["top_p"],
-            stop=opts["stop"],
-            reuse_cache=opts["reuse_cache"],
-            logits_processor=req.processors(),
-        )
+        stream = req.lm.stream_chat(req.messages, **req.chat_kwargs())
         hold = req.tools is not None and bool(req.tools.forced)
         undecided = req.tools is not None and not hold
         held = ""
