@@ -41,7 +41,9 @@ ARCHITECTURES = {
 }
 
 
-def build_tokenizer(add_bos: bool = True) -> PreTrainedTokenizerFast:
+def build_tokenizer(add_bos: bool = True, pad_token: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on CORPUS; `pad_token=False` leaves the pad token unset, as many
+    decoder checkpoints ship."""
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -55,14 +57,17 @@ def build_tokenizer(add_bos: bool = True) -> PreTrainedTokenizerFast:
         tok.post_processor = processors.TemplateProcessing(
             single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
         )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    pad = {"pad_token": "<pad>"} if pad_token else {}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", **pad)
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
-def build_tiny_model(directory: Path, arch: str = "llama", seed: int = 0, **overrides) -> Path:
+def build_tiny_model(
+    directory: Path, arch: str = "llama", seed: int = 0, pad_token: bool = True, **overrides
+) -> Path:
     """Save a random tiny `arch` model + tokenizer to `directory` and return it."""
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(pad_token=pad_token)
     config_cls, model_cls = ARCHITECTURES[arch]
     settings = dict(
         vocab_size=len(tokenizer),

@@ -11,48 +11,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from tiny_models import CHAT_TEMPLATE, build_tiny_model, build_tokenizer
+from transformers import LlamaForCausalLM
 
 from egtlm_core import sources
 from egtlm_core.sources import ModelSource, ensure_default_model, load_model_and_tokenizer, resolve_source
 
-SENTENCES = [
-    "the cat sat on the mat",
-    "a dog ran in the park",
-    "retrieval augmented generation reads documents",
-    "one model embeds and generates text",
-]
-CHAT_TEMPLATE = "{% for m in messages %}<s> {{ m['role'] }} {{ m['content'] }} </s> {% endfor %}"
-
-
-def _tokenizer() -> PreTrainedTokenizerFast:
-    """A real fast tokenizer built offline; deliberately without a pad token."""
-    tk = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.train_from_iterator(SENTENCES, trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>"]))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
-
 
 def _save_tiny(path: Path, seed: int = 0) -> Path:
-    tok = _tokenizer()
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    """A tiny Llama whose tokenizer deliberately has no pad token."""
+    return build_tiny_model(path, "llama", seed=seed, pad_token=False)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +29,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _ids(tok) -> torch.Tensor:
-    return tok(["the cat sat on the mat"], return_tensors="pt").input_ids
+    return tok(["The cat sat on the mat."], return_tensors="pt").input_ids
 
 
 # --------------------------------------------------------------------------- resolve_source
@@ -165,7 +133,7 @@ def test_load_with_and_without_lm_head(tiny: Path) -> None:
     assert isinstance(lm, LlamaForCausalLM) and not lm.training
     assert not hasattr(body, "lm_head") and not body.training
     assert tok.pad_token == tok.eos_token == "</s>"  # pad falls back to eos, no token added
-    assert len(tok) == len(_tokenizer()) and tok.chat_template == CHAT_TEMPLATE
+    assert len(tok) == len(build_tokenizer(pad_token=False)) and tok.chat_template == CHAT_TEMPLATE
     with torch.no_grad():
         h_lm = lm(_ids(tok), output_hidden_states=True).hidden_states[-1]
         h_body = body(_ids(tok2)).last_hidden_state
