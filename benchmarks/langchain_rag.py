@@ -573,7 +573,7 @@ def write_report(args: Any, info: dict[str, str], s: Summary) -> None:
     )
     headers, rows = result_rows(s)
     reused, prefilled, approximate, misses = s.reuse()
-    recompute_flag = f" --recompute {args.recompute}" if args.recompute else ""
+    flag = f" --recompute {args.recompute}" if args.recompute else ""
     md = f"""# LangChain RAG chain: langchain-huggingface vs egtlm
 
 The LCEL RAG chain from LangChain's tutorial, built twice in one process over the same weights
@@ -640,7 +640,7 @@ ops spent most of their time waiting for each other (10× slower encodes were se
 
 ```bash
 . .venv/bin/activate   # + pip install langchain-huggingface (not in any egtlm extra)
-python benchmarks/langchain_rag.py --n {args.n} --rounds {args.rounds} --threads {args.threads}{recompute_flag}
+python benchmarks/langchain_rag.py --n {args.n} --rounds {args.rounds} --threads {args.threads}{flag}
 python benchmarks/langchain_rag.py --n 5 --rounds 1 --no-write   # a quick look
 python benchmarks/langchain_rag.py --same-answers 30             # k = 1: reuse vs no reuse, fp32 / bf16
 ```
