@@ -172,14 +172,7 @@ def auto_dtype_report(device: torch.device) -> tuple[torch.dtype, str]:
     dtype = devices.resolve_dtype("auto", device)
     if device.type == "cuda":
         return dtype, "bfloat16 is always used on CUDA"
-    forced = os.environ.get("EGTLM_CPU_DTYPE")
-    if forced:
-        return dtype, f"set by EGTLM_CPU_DTYPE={forced}"
-    fp32, bf16 = devices.cpu_dtype_timings()
-    return dtype, (
-        f"measured on this CPU: a matmul takes {fp32 * 1e3:.2f} ms in float32 and {bf16 * 1e3:.2f} ms in "
-        f"bfloat16 ({fp32 / bf16:.2f}x); bfloat16 is chosen when at least {devices.BF16_MIN_SPEEDUP}x faster"
-    )
+    return dtype, devices.cpu_auto_dtype_and_reason()[1]
 
 
 def default_model_status() -> dict[str, Any]:

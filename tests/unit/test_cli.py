@@ -15,7 +15,7 @@ import torch
 import transformers
 
 import egtlm_core
-from egtlm_core import EgtLM, format_instruction
+from egtlm_core import EgtLM, devices, format_instruction
 from egtlm_core.cli import main, split_lines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +75,7 @@ def test_info_without_model_reports_setup_and_does_not_download(capsys, empty_ca
     assert f"torch {torch.__version__}" in out and f"transformers {transformers.__version__}" in out
     assert "device: cpu" in out or "device: cuda" in out
     assert "dtype 'auto': " in out
-    assert "bfloat16 is chosen" in out or "CUDA" in out or "EGTLM_CPU_DTYPE" in out
+    assert devices.cpu_auto_dtype_and_reason()[1] in out or "CUDA" in out
     assert str(empty_cache / "models" / "SmolLM2-135M-Instruct") in out
     assert "not converted yet" in out
     assert "model:" not in out.replace("default model:", "")

@@ -1,0 +1,41 @@
+"""The examples run as a user runs them: a fresh interpreter, the packaged default model, offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run_example(name: str, *args: str, tmp_path: Path) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / name), *args],
+        cwd=tmp_path,  # not the repository: the example must find its packages by itself
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def test_langchain_rag_chroma_example(tmp_path):
+    out = run_example("langchain_rag_chroma.py", "--builtin", tmp_path=tmp_path)
+    assert "Indexed" in out and "stored their KV states" in out
+    reused = [int(line.split("reused ")[1].split()[0]) for line in out.splitlines() if "reused " in line]
+    assert reused and all(n > 0 for n in reused)
+    assert "StrOutputParser chain:" in out
+
+
+def test_demo_example(tmp_path):
+    out = run_example("demo.py", tmp_path=tmp_path)
+    assert "Similarity of" in out and "time to first token" in out
+    assert "Vectors are float32, L2-normalised: True" in out
