@@ -791,6 +791,9 @@ def main() -> None:
     print(text_table(headers, rows))
     print()
     print(text_table(CAPPED_HEADERS, capped_rows(summary)))
+    print()
+    for name, run in runs.items():
+        print(f"{name}: gold span in {sum(run.correct)}/{len(questions)} answers, {med(run.latency):.3f} s")
     print(f"\ntarget ≥ {TARGET:.0f}× per question: {'met' if summary.speedup >= TARGET else 'not met'}")
     if not args.no_write:
         write_report(args, info, summary)
