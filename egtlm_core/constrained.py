@@ -191,12 +191,16 @@ class JsonGrammar:
         Raises:
             ValueError: when `max_new_tokens` cannot fit even the schema's shortest valid output.
         """
+        self.check_budget(max_new_tokens)
+        return JsonLogitsProcessor(self, max_new_tokens, max_string_tokens)
+
+    def check_budget(self, max_new_tokens: int | None) -> None:
+        """Raise ValueError when `max_new_tokens` cannot fit the schema's shortest valid output."""
         if max_new_tokens is not None and max_new_tokens < self.min_tokens:
             raise ValueError(
                 f"max_new_tokens={max_new_tokens} is too small for this schema: its shortest valid output "
                 f"takes {self.min_tokens} tokens; allow at least {self.min_tokens + RESERVE_MARGIN}."
             )
-        return JsonLogitsProcessor(self, max_new_tokens, max_string_tokens)
 
 
 def allowed_tokens(matcher: Any, bitmask: torch.Tensor, vocab_size: int) -> np.ndarray:
@@ -279,15 +283,28 @@ class JsonLogitsProcessor(LogitsProcessor):
         self._vocab = grammar._vocab
         self.matcher = xgr.GrammarMatcher(grammar.compiled)
         self._bitmask = xgr.allocate_token_bitmask(1, self._vocab.vocab_size)
-        self.max_new_tokens = max_new_tokens
-        # Keep enough tokens to finish the shortest way, plus a little for brackets opened on the way.
-        self.reserve = 0 if max_new_tokens is None else grammar.min_tokens + RESERVE_MARGIN
-        if max_string_tokens is None and max_new_tokens is not None:
-            max_string_tokens = max(8, (max_new_tokens - self.reserve) // 2)
-        self.max_string_tokens = max_string_tokens
+        self._grammar = grammar
+        self._string_tokens_given = max_string_tokens
+        self._set_budget(max_new_tokens)
         self.steps = 0
         self.free_run = 0
         self.forced_closes = 0  # steps where the budget steering narrowed the choice (for tests/logs)
+
+    def _set_budget(self, max_new_tokens: int | None) -> None:
+        self.max_new_tokens = max_new_tokens
+        # Keep enough tokens to finish the shortest way, plus a little for brackets opened on the way.
+        self.reserve = 0 if max_new_tokens is None else self._grammar.min_tokens + RESERVE_MARGIN
+        max_string_tokens = self._string_tokens_given
+        if max_string_tokens is None and max_new_tokens is not None:
+            max_string_tokens = max(8, (max_new_tokens - self.reserve) // 2)
+        self.max_string_tokens = max_string_tokens
+
+    def limit_budget(self, max_new_tokens: int) -> None:
+        """Plan for a smaller budget than this processor was made for (the prompt left less room);
+        a processor made without a budget (mask only) stays so."""
+        if self.max_new_tokens is not None and max_new_tokens < self.max_new_tokens:
+            self._grammar.check_budget(max_new_tokens)
+            self._set_budget(max_new_tokens)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         if input_ids.shape[0] != 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,6 +156,34 @@ class StopFilter:
         return out
 
 
+def fit_to_context(model: Any, prompt_tokens: int, config: GenerationConfig) -> GenerationConfig:
+    """Refuse a prompt longer than the model's context; cap max_new_tokens to the room left (warning).
+
+    Past `max_position_embeddings` a RoPE model's output silently degrades, so an over-long prompt is
+    an error that says what to shorten rather than a quietly worse answer.
+    """
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return config
+    if prompt_tokens >= limit:
+        raise ValueError(
+            f"The prompt has {prompt_tokens} tokens but the model's context holds {limit} "
+            "(max_position_embeddings); shorten the messages, pass fewer or shorter documents, or "
+            "use a model with a longer context."
+        )
+    room = limit - prompt_tokens
+    if config.max_new_tokens is not None and config.max_new_tokens > room:
+        warnings.warn(
+            f"max_new_tokens={config.max_new_tokens} does not fit after a {prompt_tokens}-token prompt "
+            f"in the model's {limit}-token context; generating at most {room} tokens.",
+            UserWarning,
+            stacklevel=3,
+        )
+        config = copy.copy(config)
+        config.max_new_tokens = room
+    return config
+
+
 def stream_generate(
     model: Any,
     tokenizer: Any,
@@ -166,7 +195,30 @@ def stream_generate(
     logits_processor: Any = None,
     result: ChatResult | None = None,
 ) -> Iterator[str]:
-    """Yield text pieces as they are generated; fill `result` (if given) when done."""
+    """Text pieces as they are generated; `result` (if given) is filled when they are exhausted.
+
+    The prompt is checked against the model's context here, at the call, not at the first piece.
+    """
+    config = fit_to_context(model, len(prompt_ids), config)
+    for processor in logits_processor or ():
+        if hasattr(processor, "limit_budget"):  # processors that plan around the budget (JSON grammar)
+            processor.limit_budget(config.max_new_tokens)
+    return _stream(
+        model, tokenizer, prompt_ids, config, stop, prefix_cache, copy_cache, logits_processor, result
+    )
+
+
+def _stream(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: Sequence[int],
+    config: GenerationConfig,
+    stop: Sequence[str],
+    prefix_cache: DynamicCache | None,
+    copy_cache: bool,
+    logits_processor: Any,
+    result: ChatResult | None,
+) -> Iterator[str]:
     stop = list(stop or ())
     streamer = _TimedStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     ids = torch.tensor([list(prompt_ids)], device=model.device)

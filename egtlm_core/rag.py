@@ -11,14 +11,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
-from .generation import ChatResult, ChatStream, generation_config, stream_generate
+from .generation import ChatResult, ChatStream, fit_to_context, generation_config, stream_generate
 from .kv_reuse import KVReuser, ReuseStats
 from .prompts import document_text
 from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, _ids, plan_from_prompt, rag_layout
@@ -246,7 +246,25 @@ class SharedCacheRAG:
         stop: Sequence[str],
         logits_processor: Any = None,
         alternates: Sequence[Segment] = (),
-    ) -> Any:
+    ) -> Iterator[str]:
+        """The answer's text pieces; the prompt is checked against the model's context at the call."""
+        config = fit_to_context(model, len(plan.token_ids), config)
+        return self._pieces(
+            plan, model, config, result, reuse, recompute_tokens, stop, logits_processor, alternates
+        )
+
+    def _pieces(
+        self,
+        plan: SegmentPlan,
+        model: Any,
+        config: Any,
+        result: AnswerResult,
+        reuse: bool,
+        recompute_tokens: int,
+        stop: Sequence[str],
+        logits_processor: Any,
+        alternates: Sequence[Segment],
+    ) -> Iterator[str]:
         start = time.perf_counter()
         ids = plan.token_ids
         problem = self.reuser.rope.reuse_problem(len(ids) + config.max_new_tokens)

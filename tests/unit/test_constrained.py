@@ -199,3 +199,40 @@ def test_vocabulary_is_compiled_once_per_tokenizer(lm):
     first = json_grammar(lm.tokenizer, PERSON, model=lm.model)
     second = json_grammar(lm.tokenizer, {"type": "object"}, model=lm.model)
     assert first._vocab is second._vocab
+
+
+def test_a_prompt_that_leaves_less_room_shrinks_the_grammar_budget(lm):
+    """The prompt fills the context so that only the schema's minimum (+ margin) is left: the
+    processor made for a larger budget is told, and the JSON still closes in time."""
+    grammar = json_grammar(lm.tokenizer, PERSON, model=lm.model)
+    room = grammar.min_tokens + RESERVE_MARGIN
+    limit = lm.model.config.max_position_embeddings
+    words = 1
+    while (
+        len(
+            lm.tokenizer.apply_chat_template(
+                [{"role": "user", "content": "fox " * (words + 1)}],
+                add_generation_prompt=True,
+                return_dict=True,
+            )["input_ids"]
+        )
+        <= limit - room
+    ):
+        words += 1
+    messages = [{"role": "user", "content": "fox " * words}]
+    left = limit - len(
+        lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+    )
+    assert room <= left < room + 4
+    for seed in range(3):
+        torch.manual_seed(seed)
+        processor = grammar.processor(max_new_tokens=left + 200)
+        with pytest.warns(UserWarning, match=f"generating at most {left} tokens"):
+            result = lm.chat(
+                messages, max_new_tokens=left + 200, temperature=1.0, logits_processor=[processor]
+            )
+        assert processor.max_new_tokens == left and result.completion_tokens <= left
+        jsonschema.validate(json.loads(result.text), PERSON)
+    tight = grammar.processor(max_new_tokens=200)
+    with pytest.raises(ValueError, match="too small for this schema"):
+        tight.limit_budget(grammar.min_tokens - 1)

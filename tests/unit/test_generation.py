@@ -263,3 +263,32 @@ def test_no_chat_template_is_a_clear_error(m, monkeypatch):
     monkeypatch.setattr(m.tokenizer, "chat_template", None)
     with pytest.raises(ValueError, match="chat template"):
         m.chat(LONG)
+
+
+def test_a_prompt_past_the_context_is_refused_at_the_call(m):
+    limit = m.model.config.max_position_embeddings  # 512 for the tiny models
+    long = [{"role": "user", "content": "word " * (2 * limit)}]
+    for call in (
+        lambda: m.chat(long, max_new_tokens=4),
+        lambda: m.stream_chat(long, max_new_tokens=4),  # before the first piece is asked for
+        lambda: m.answer("What is it?", documents=["word " * (2 * limit)], max_new_tokens=4),
+    ):
+        with pytest.raises(ValueError, match=f"context holds {limit}"):
+            call()
+
+
+def test_max_new_tokens_is_capped_to_the_room_left(m):
+    limit = m.model.config.max_position_embeddings
+
+    def tokens(n: int) -> int:
+        return len(prompt_ids(m, [{"role": "user", "content": "word " * n}]))
+
+    per_word = (tokens(101) - tokens(1)) / 100
+    n = int((limit - 20 - tokens(0)) / per_word)
+    words = "word " * n
+    prompt_tokens = tokens(n)
+    room = limit - prompt_tokens
+    assert 0 < room < 64
+    with pytest.warns(UserWarning, match=f"generating at most {room} tokens"):
+        r = m.chat([{"role": "user", "content": words}], max_new_tokens=64)
+    assert r.prompt_tokens == prompt_tokens and r.completion_tokens <= room
