@@ -12,6 +12,7 @@ import functools
 import hashlib
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,11 +160,28 @@ class KVReuser:
         return load
 
     def index(self, segments: list[Segment], prefix: Segment) -> ReuseStats:
-        """Capture and store documents ahead of time (the indexing half of the shared cache)."""
+        """Capture and store documents ahead of time (the indexing half of the shared cache).
+
+        A document that cannot fit the model's context after the prefix is not captured (its states
+        could never be used: such a prompt is refused), with one warning saying to chunk it.
+        """
         stats = ReuseStats()
         load_prefix = self._prefix_loader(prefix, stats)
-        for segment in segments:
+        limit = getattr(self.body.config, "max_position_embeddings", None)
+        too_long = []
+        for i, segment in enumerate(segments):
+            if isinstance(limit, int) and len(prefix.token_ids) + len(segment.token_ids) >= limit:
+                too_long.append(i)
+                continue
             self.states(segment, prefix, stats, load_prefix)
+        if too_long:
+            warnings.warn(
+                f"{len(too_long)} document(s) (positions {too_long[:10]}) do not fit the model's "
+                f"{limit}-token context after the {len(prefix.token_ids)}-token prompt head, so their KV "
+                "states were not stored and no prompt can hold them whole; split long texts into chunks.",
+                UserWarning,
+                stacklevel=3,
+            )
         return stats
 
     # --- building a plan's cache ------------------------------------------------------------------

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from rag_fixtures import DOCS, QUESTION, load
 
 from egtlm_core import EgtLM
-from egtlm_core.cache import MemoryTier
 from egtlm_core.compat import cache_kwarg
 from egtlm_core.segment_plan import SegmentPlan
 
-DOCS = [
-    "Paris is the capital of France. Berlin is the capital of Germany.",
-    "The quick brown fox jumps over the lazy dog.",
-    "A cat sat on the mat while the dog slept by the fire.",
-]
-QUESTION = "What is the capital of France?"
 NEW_TOKENS = 8
-
-
-def load(directory: Path, store=None, **kwargs) -> EgtLM:
-    return EgtLM(str(directory), torch_dtype="float32", cache_store=store or MemoryTier(), **kwargs)
 
 
 def full_logits(m: EgtLM, ids: list[int]) -> torch.Tensor:

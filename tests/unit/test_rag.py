@@ -8,21 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rag_fixtures import DOCS, QUESTION, load
 
-from egtlm_core import EgtLM
 from egtlm_core.cache import DiskTier, MemoryTier, TieredStore
 
-DOCS = [
-    "Paris is the capital of France. Berlin is the capital of Germany.",
-    "The quick brown fox jumps over the lazy dog.",
-    "A cat sat on the mat while the dog slept by the fire.",
-]
-QUESTION = "What is the capital of France?"
 NEW_TOKENS = 6
-
-
-def load(directory: Path, store=None, **kwargs) -> EgtLM:
-    return EgtLM(str(directory), torch_dtype="float32", cache_store=store or MemoryTier(), **kwargs)
 
 
 # --- index ----------------------------------------------------------------------------------------
@@ -38,6 +28,21 @@ def test_index_embeds_documents_and_stores_their_states(tiny_llama_dir):
     result = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
     assert result.reuse.hits == len(DOCS) + 1 and result.reuse.misses == 0
     assert result.documents == DOCS
+
+
+def test_a_document_past_the_context_is_embedded_but_not_captured(tiny_llama_dir):
+    store = MemoryTier()
+    m = load(tiny_llama_dir, store)
+    long = "word " * 2 * m.model.config.max_position_embeddings
+    with pytest.warns(UserWarning) as caught:
+        ids = m.index([long, "A short document."])
+    messages = [str(w.message) for w in caught]
+    assert any("truncated" in msg for msg in messages)  # the embedding reads its first tokens
+    assert any("positions [0]" in msg and "split long texts into chunks" in msg for msg in messages)
+    assert len(ids) == 2 and m.rag.vectors.ids == ids  # still retrievable
+    assert len(store) == 2  # the shared prefix and the short document, not the long one
+    with pytest.raises(ValueError, match="context holds"):
+        m.answer("What is it?", documents=[long])
 
 
 def test_index_with_explicit_ids_and_dict_documents(tiny_llama_dir):
