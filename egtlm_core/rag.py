@@ -191,6 +191,7 @@ class SharedCacheRAG:
         plan = self.plan(question, texts)
         model = self.lm._generator()
         config = generation_config(self.lm.tokenizer, model, max_new_tokens, temperature, 1.0)
+        config = fit_to_context(model, len(plan.token_ids), config)
         result = AnswerResult("", 0, 0, "stop", documents=texts)
         pieces = self._run(plan, model, config, result, reuse_cache, recompute_tokens, stop)
         if stream:
@@ -218,9 +219,11 @@ class SharedCacheRAG:
         prompt = self.render_prompt(messages, **template_kwargs)
         plan = plan_from_prompt(self.lm.tokenizer, prompt, self.known_documents())
         result = AnswerResult("", 0, 0, "stop", documents=[s.text or "" for s in plan.documents])
+        model = self.lm._generator()
+        config = fit_to_context(model, len(plan.token_ids), config)
         pieces = self._run(
             plan,
-            self.lm._generator(),
+            model,
             config,
             result,
             reuse_cache,
@@ -247,24 +250,8 @@ class SharedCacheRAG:
         logits_processor: Any = None,
         alternates: Sequence[Segment] = (),
     ) -> Iterator[str]:
-        """The answer's text pieces; the prompt is checked against the model's context at the call."""
-        config = fit_to_context(model, len(plan.token_ids), config)
-        return self._pieces(
-            plan, model, config, result, reuse, recompute_tokens, stop, logits_processor, alternates
-        )
-
-    def _pieces(
-        self,
-        plan: SegmentPlan,
-        model: Any,
-        config: Any,
-        result: AnswerResult,
-        reuse: bool,
-        recompute_tokens: int,
-        stop: Sequence[str],
-        logits_processor: Any,
-        alternates: Sequence[Segment],
-    ) -> Iterator[str]:
+        """The answer's text pieces. Callers check the prompt against the context first
+        (`fit_to_context`), so that an over-long prompt fails at the call, not at the first piece."""
         start = time.perf_counter()
         ids = plan.token_ids
         problem = self.reuser.rope.reuse_problem(len(ids) + config.max_new_tokens)
