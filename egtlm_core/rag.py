@@ -42,10 +42,13 @@ class AnswerResult(ChatResult):
     reuse: ReuseStats | None = None
 
 
-def default_store(model_fingerprint: str, memory_bytes: int = 1 << 30) -> TieredStore:
-    """RAM (LRU, 1 GiB) over disk (one safetensors file per document) under the user cache dir."""
+def default_store(
+    model_fingerprint: str, memory_bytes: int = 1 << 30, disk_bytes: int = 10 << 30
+) -> TieredStore:
+    """RAM (LRU, 1 GiB) over disk (one safetensors file per document, least recently used deleted
+    past 10 GiB) under the user cache dir."""
     directory = cache_root() / "kv" / model_fingerprint
-    return TieredStore([MemoryTier(max_bytes=memory_bytes), DiskTier(directory)])
+    return TieredStore([MemoryTier(max_bytes=memory_bytes), DiskTier(directory, max_bytes=disk_bytes)])
 
 
 class VectorIndex:

@@ -11,6 +11,7 @@ changing them. Tiers copy on `put`, so changing a tensor after storing it never 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -201,18 +202,33 @@ class DiskTier(CacheTier):
         directory: Where the files live (created if missing). Several processes may share it.
         int8: Store keys/values as int8 with per-channel scales (about half of fp16); `get`
             dequantizes to the dtype the entry was put with. Files of either kind are readable.
+        max_bytes: Budget for the entry files (None: unbounded). Over it, the least recently used
+            files (a hit refreshes a file's mtime) are deleted down to 90% of the budget; an entry
+            larger than the budget is not stored. Other processes sharing the directory count too.
         name: Label used in logs and reprs.
     """
 
     name = "disk"
 
     def __init__(
-        self, directory: str | os.PathLike[str], int8: bool = False, name: str | None = None
+        self,
+        directory: str | os.PathLike[str],
+        int8: bool = False,
+        max_bytes: int | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(name)
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0
+        ):
+            raise ValueError(f"max_bytes must be a positive int or None, got {max_bytes!r}.")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.int8 = int8
+        self.max_bytes = max_bytes
+        # Bytes written since the directory was last measured; a scan happens only when the
+        # measured size plus these could pass the budget.
+        self._measured = self._entry_bytes() if max_bytes is not None else 0
 
     def path_for(self, key: CacheKey) -> Path:
         return self.directory / f"{key.to_string()}{SUFFIX}"
@@ -234,6 +250,9 @@ class DiskTier(CacheTier):
             _unlink(path)
             return None
         self._count(hits=1, load_seconds=time.perf_counter() - start)
+        if self.max_bytes is not None:
+            with contextlib.suppress(OSError):  # recency for the eviction order; best effort
+                os.utime(path)
         return entry
 
     def put(self, key: CacheKey, entry: KVEntry) -> None:
@@ -244,6 +263,14 @@ class DiskTier(CacheTier):
         """
         data = encode_entry(key, entry, int8=self.int8)
         path = self.path_for(key)
+        if self.max_bytes is not None and len(data) > self.max_bytes:
+            logger.warning(
+                "%s: entry of %d bytes exceeds the budget of %d; not stored.",
+                self.name,
+                len(data),
+                self.max_bytes,
+            )
+            return
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.stem[:16]}-", suffix=".tmp")
@@ -258,6 +285,38 @@ class DiskTier(CacheTier):
                 _unlink(Path(tmp))
             return
         self._count(puts=1)
+        if self.max_bytes is not None:
+            self._enforce_budget(len(data))
+
+    def _entry_files(self) -> list[Path]:
+        return list(self.directory.glob(f"*{SUFFIX}"))
+
+    def _entry_bytes(self) -> int:
+        return sum(_file_size(p) for p in self._entry_files())
+
+    def _enforce_budget(self, written: int) -> None:
+        """Delete least recently used files until the directory is within 90% of the budget."""
+        assert self.max_bytes is not None
+        with self._lock:
+            self._measured += written
+            if self._measured <= self.max_bytes:
+                return
+            files = []
+            for p in self._entry_files():
+                with contextlib.suppress(OSError):  # gone meanwhile (another process evicted it)
+                    st = p.stat()
+                    files.append((st.st_mtime_ns, st.st_size, p))
+            total = sum(size for _, size, _ in files)
+            evicted = 0
+            for _, size, p in sorted(files, key=lambda f: f[0]):
+                if total <= self.max_bytes * 0.9:
+                    break
+                if _unlink(p):
+                    evicted += 1
+                total -= size
+            self._measured = total
+        if evicted:
+            self._count(evictions=evicted)
 
     def remove(self, key: CacheKey) -> bool:
         return _unlink(self.path_for(key))
@@ -269,11 +328,14 @@ class DiskTier(CacheTier):
     def stats(self) -> CacheStats:
         """Counters of this tier; `bytes` is the current size of the directory's entry files."""
         snapshot = super().stats
-        snapshot.bytes = sum(_file_size(p) for p in self.directory.glob(f"*{SUFFIX}"))
+        snapshot.bytes = self._entry_bytes()
         return snapshot
 
     def __repr__(self) -> str:
-        return f"DiskTier({str(self.directory)!r}, int8={self.int8}, name={self.name!r})"
+        return (
+            f"DiskTier({str(self.directory)!r}, int8={self.int8}, max_bytes={self.max_bytes}, "
+            f"name={self.name!r})"
+        )
 
 
 def _file_size(path: Path) -> int:

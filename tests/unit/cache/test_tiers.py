@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +14,7 @@ import torch
 
 from egtlm_core.cache import CacheTier, DiskTier, KVEntry, MemoryTier, TieredStore
 
-TIER_KINDS = ["memory", "disk", "disk_int8", "tiered"]
+TIER_KINDS = ["memory", "disk", "disk_int8", "disk_budget", "tiered"]
 
 
 def build_tier(kind: str, directory: Path) -> CacheTier:
@@ -22,6 +24,8 @@ def build_tier(kind: str, directory: Path) -> CacheTier:
         return DiskTier(directory)
     if kind == "disk_int8":
         return DiskTier(directory, int8=True)
+    if kind == "disk_budget":
+        return DiskTier(directory, max_bytes=64 * 1024 * 1024)
     return TieredStore([MemoryTier(max_bytes=64 * 1024 * 1024), DiskTier(directory)])
 
 
@@ -169,6 +173,57 @@ def test_putting_a_key_again_replaces_it(make_key, make_entry, check_entries):
 def test_memory_budget_is_validated(bad):
     with pytest.raises(ValueError, match="max_bytes"):
         MemoryTier(max_bytes=bad)
+
+
+# --- disk tier: least recently used files deleted past a byte budget ---------------------------
+
+
+def _age(tier: DiskTier, key, seconds_ago: float) -> None:
+    """Set a file's mtime explicitly: file-system clocks are too coarse to order quick writes."""
+    t = time.time() - seconds_ago
+    os.utime(tier.path_for(key), (t, t))
+
+
+def test_disk_budget_deletes_least_recently_used_files(tmp_path, make_key, make_entry):
+    probe = DiskTier(tmp_path / "probe")
+    probe.put(make_key("x"), make_entry())
+    size = probe.stats.bytes
+    tier = DiskTier(tmp_path / "kv", max_bytes=int(3.5 * size))
+    a, b, c, d = (make_key(t) for t in "abcd")
+    for age, key in ((40, a), (30, b), (20, c)):
+        tier.put(key, make_entry())
+        _age(tier, key, age)
+    assert tier.get(a) is not None  # a hit makes a the most recently used
+    tier.put(d, make_entry())  # 4 files > 3.5: the oldest (b) goes; 3 files are within 90%
+    assert [tier.contains(k) for k in (a, b, c, d)] == [True, False, True, True]
+    assert tier.stats.evictions == 1
+    assert tier.stats.bytes == 3 * size <= 0.9 * tier.max_bytes
+
+
+def test_disk_budget_counts_files_already_there(tmp_path, make_key, make_entry):
+    first = DiskTier(tmp_path / "kv")
+    for i in range(4):
+        first.put(make_key(f"k{i}"), make_entry())
+        _age(first, make_key(f"k{i}"), 100 - i)
+    size = first.stats.bytes // 4
+    later = DiskTier(tmp_path / "kv", max_bytes=4 * size + size // 2)  # e.g. another process
+    later.put(make_key("new"), make_entry())
+    assert later.contains(make_key("new")) and not later.contains(make_key("k0"))
+    assert later.stats.bytes <= later.max_bytes
+
+
+def test_disk_entry_over_budget_is_not_stored(tmp_path, make_key, make_entry, caplog):
+    tier = DiskTier(tmp_path / "kv", max_bytes=100)
+    with caplog.at_level(logging.WARNING, logger="egtlm_core.cache.tiers"):
+        tier.put(make_key("a"), make_entry())
+    assert "exceeds the budget" in caplog.text
+    assert not tier.contains(make_key("a")) and tier.stats.puts == 0
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, True])
+def test_disk_budget_is_validated(tmp_path, bad):
+    with pytest.raises(ValueError, match="max_bytes"):
+        DiskTier(tmp_path / "kv", max_bytes=bad)
 
 
 # --- tiered store -------------------------------------------------------------------------------
