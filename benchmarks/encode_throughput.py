@@ -66,7 +66,10 @@ def load_systems(dtype_override: str | None) -> dict[str, Any]:
     kw: dict[str, Any] = {"torch_dtype": dtype_override} if dtype_override else {}
     egt_default = EgtLM(**kw)
     dtype = egt_default.dtype
-    egt_same = EgtLM(torch_dtype=dtype, attention="causal", pooling="mean", embed_eos="")
+    # max_batch_tokens=None: the same length-sorted batches of batch_size texts as sentence-transformers
+    egt_same = EgtLM(
+        torch_dtype=dtype, attention="causal", pooling="mean", embed_eos="", max_batch_tokens=None
+    )
     max_length = egt_default.config.max_length
     # Plain-text modality only: without a "message" entry ST 6 does not wrap text in the chat template.
     transformer = Transformer(
@@ -169,7 +172,8 @@ def padding_overhead(m: Any, texts: list[str], batch_size: int) -> tuple[int, in
 
     items = tokenize_for_embedding(m.tokenizer, texts, "", m.config.max_length, [])
     real = sum(len(t.ids) for t in items)
-    padded = sum(len(b) * max(len(items[i].ids) for i in b) for b in length_sorted_batches(items, batch_size))
+    batches = length_sorted_batches(items, batch_size, m._max_batch_tokens())
+    padded = sum(len(b) * max(len(items[i].ids) for i in b) for b in batches)
     return real, padded
 
 

@@ -120,10 +120,25 @@ def split_cache(cache: DynamicCache, attention_mask: torch.Tensor, config: Any) 
     return caches
 
 
-def length_sorted_batches(items: Sequence[TokenizedText], batch_size: int) -> list[list[int]]:
-    """Indices grouped longest-first, so each batch pads little."""
+def length_sorted_batches(
+    items: Sequence[TokenizedText], batch_size: int, max_tokens: int | None = None
+) -> list[list[int]]:
+    """Indices grouped longest-first, so each batch pads little; at most `batch_size` texts and, with
+    `max_tokens`, at most that many padded tokens per batch (a longer text still goes alone)."""
     order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        batch = batches[-1] if batches else None
+        longest = len(items[batch[0]].ids) if batch else 0  # longest-first: the batch's first item
+        if (
+            batch
+            and len(batch) < batch_size
+            and (max_tokens is None or (len(batch) + 1) * longest <= max_tokens)
+        ):
+            batch.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def warn_truncated(items: Sequence[TokenizedText], max_length: int) -> None:
@@ -157,12 +172,13 @@ class EmbeddingPass:
         get_cache: bool,
         show_progress: bool,
         on_batch: Callable[[int], None] | None = None,
+        max_batch_tokens: int | None = None,
     ) -> tuple[np.ndarray, list[DynamicCache] | None]:
         device = self.body.device
         hidden_size = self.body.config.hidden_size
         out = np.zeros((len(items), dim or hidden_size), dtype=np.float32)
         caches: list[DynamicCache | None] = [None] * len(items)
-        batches = length_sorted_batches(items, batch_size)
+        batches = length_sorted_batches(items, batch_size, max_batch_tokens)
         with torch.inference_mode():
             for idx in tqdm(batches, desc="Encoding", unit="batch", disable=not show_progress):
                 ids, attention, content = pad_batch(

@@ -342,3 +342,28 @@ def test_get_cache_beyond_a_sliding_window_is_a_clear_error(windowed_dirs):
     assert (
         next_token_logits_from_cache(m, cache, cont) - full_next_token_logits(m, ids + cont)
     ).abs().max() <= 1e-4
+
+
+def test_batches_respect_the_text_and_padded_token_limits():
+    from egtlm_core.encoding import TokenizedText, length_sorted_batches
+
+    lengths = [5, 300, 40, 40, 120, 8, 300, 7]
+    items = [TokenizedText(ids=list(range(n)), content_start=0, truncated=False) for n in lengths]
+    batches = length_sorted_batches(items, batch_size=3, max_tokens=250)
+    assert sorted(i for b in batches for i in b) == list(range(len(items)))  # each text once
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert lengths[batch[0]] == longest  # longest first
+        assert len(batch) <= 3 and (len(batch) == 1 or len(batch) * longest <= 250)
+    assert [[lengths[i] for i in b] for b in batches] == [[300], [300], [120, 40], [40, 8, 7], [5]]
+    assert [len(b) for b in length_sorted_batches(items, batch_size=3)] == [3, 3, 2]
+
+
+def test_token_budget_changes_batching_not_vectors(tiny_llama_dir):
+    texts = ["word " * n for n in (3, 60, 8, 120, 5, 30)]
+    small = EgtLM(str(tiny_llama_dir), torch_dtype="float32", max_batch_tokens=64).encode(texts)
+    big = EgtLM(str(tiny_llama_dir), torch_dtype="float32", max_batch_tokens=None).encode(texts)
+    np.testing.assert_allclose(small, big, atol=1e-5)
+    assert EgtLM(str(tiny_llama_dir), torch_dtype="float32")._max_batch_tokens() == 1024  # CPU default
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        EgtLM(str(tiny_llama_dir), max_batch_tokens=0)
