@@ -44,6 +44,11 @@ class ChatOptions:
     recompute_tokens: int = 0
     logits_processor: Any = None
 
+    def __post_init__(self) -> None:
+        n = self.recompute_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"recompute_tokens must be an integer ≥ 0, got {n!r}.")
+
 
 # Padded tokens per embedding forward on CPU: long texts run faster in small batches there
 # (XQuAD paragraphs, bf16, 1 thread: 4.0 s at 2 per batch vs 10.3 s at 32; STS-B sentences are

@@ -51,6 +51,11 @@ def default_store(
     return TieredStore([MemoryTier(max_bytes=memory_bytes), DiskTier(directory, max_bytes=disk_bytes)])
 
 
+def _check_recompute(recompute_tokens: Any) -> None:
+    if isinstance(recompute_tokens, bool) or not isinstance(recompute_tokens, int) or recompute_tokens < 0:
+        raise ValueError(f"recompute_tokens must be an integer ≥ 0, got {recompute_tokens!r}.")
+
+
 class VectorIndex:
     """Exact cosine search over normalised vectors, with the texts kept beside them."""
 
@@ -189,6 +194,7 @@ class SharedCacheRAG:
         """Answer from the given documents (or the top-k indexed ones); see `EgtLM.answer`."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string.")
+        _check_recompute(recompute_tokens)
         texts = [document_text(d) for d in documents] if documents is not None else self.retrieve(question, k)
         self.remember(texts)
         plan = self.plan(question, texts)
@@ -219,6 +225,7 @@ class SharedCacheRAG:
         This is how a framework chain (retriever | prompt | chat model) reuses the states of the
         documents it retrieved without changing the chain: the prompt is planned around them.
         """
+        _check_recompute(recompute_tokens)
         prompt = self.render_prompt(messages, **template_kwargs)
         plan = plan_from_prompt(self.lm.tokenizer, prompt, self.known_documents())
         result = AnswerResult("", 0, 0, "stop", documents=[s.text or "" for s in plan.documents])

@@ -212,3 +212,14 @@ def test_tiered_store_falls_back_to_disk_and_survives_a_new_process(tiny_llama_d
     assert result.reuse.misses == 0 and result.reuse.hits == len(DOCS) + 1
     assert result.text == fresh.text
     assert len(later.rag.store.tiers[0]) == len(DOCS) + 1  # disk hits were copied into memory
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "8"])
+def test_bad_recompute_tokens_is_refused_at_the_call(tiny_llama_dir, bad):
+    m = load(tiny_llama_dir)
+    with pytest.raises(ValueError, match="recompute_tokens must be an integer"):
+        m.answer(QUESTION, DOCS, recompute_tokens=bad)
+    with pytest.raises(ValueError, match="recompute_tokens must be an integer"):
+        m.chat([{"role": "user", "content": "hi"}], reuse_cache=True, recompute_tokens=bad)
+    with pytest.raises(ValueError, match="recompute_tokens must be an integer"):
+        m.stream_chat([{"role": "user", "content": "hi"}], recompute_tokens=bad)
