@@ -29,6 +29,13 @@ from .segment_plan import Segment, SegmentPlan
 logger = logging.getLogger(__name__)
 
 
+def check_recompute_tokens(recompute_tokens: Any) -> None:
+    """`recompute_tokens` is how many leading tokens of each spliced document are recomputed."""
+    n = recompute_tokens
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"recompute_tokens must be an integer ≥ 0, got {n!r}.")
+
+
 @dataclass
 class ReuseStats:
     """What one plan execution reused and computed."""

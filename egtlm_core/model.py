@@ -25,6 +25,7 @@ from .generation import (
     generation_config,
     stream_generate,
 )
+from .kv_reuse import check_recompute_tokens
 from .prompts import document_text, format_instruction
 from .registry import LoadedModel, get_model
 from .sources import ModelSource, resolve_source
@@ -45,9 +46,7 @@ class ChatOptions:
     logits_processor: Any = None
 
     def __post_init__(self) -> None:
-        n = self.recompute_tokens
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"recompute_tokens must be an integer ≥ 0, got {n!r}.")
+        check_recompute_tokens(self.recompute_tokens)
 
 
 # Padded tokens per embedding forward on CPU: long texts run faster in small batches there

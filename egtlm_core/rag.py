@@ -19,7 +19,7 @@ import numpy as np
 
 from .cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
 from .generation import ChatResult, ChatStream, fit_to_context, generation_config, stream_generate
-from .kv_reuse import KVReuser, ReuseStats
+from .kv_reuse import KVReuser, ReuseStats, check_recompute_tokens
 from .prompts import document_text
 from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, _ids, plan_from_prompt, rag_layout
 from .sources import cache_root
@@ -49,11 +49,6 @@ def default_store(
     past 10 GiB) under the user cache dir."""
     directory = cache_root() / "kv" / model_fingerprint
     return TieredStore([MemoryTier(max_bytes=memory_bytes), DiskTier(directory, max_bytes=disk_bytes)])
-
-
-def _check_recompute(recompute_tokens: Any) -> None:
-    if isinstance(recompute_tokens, bool) or not isinstance(recompute_tokens, int) or recompute_tokens < 0:
-        raise ValueError(f"recompute_tokens must be an integer ≥ 0, got {recompute_tokens!r}.")
 
 
 class VectorIndex:
@@ -194,7 +189,7 @@ class SharedCacheRAG:
         """Answer from the given documents (or the top-k indexed ones); see `EgtLM.answer`."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string.")
-        _check_recompute(recompute_tokens)
+        check_recompute_tokens(recompute_tokens)
         texts = [document_text(d) for d in documents] if documents is not None else self.retrieve(question, k)
         self.remember(texts)
         plan = self.plan(question, texts)
@@ -225,7 +220,7 @@ class SharedCacheRAG:
         This is how a framework chain (retriever | prompt | chat model) reuses the states of the
         documents it retrieved without changing the chain: the prompt is planned around them.
         """
-        _check_recompute(recompute_tokens)
+        check_recompute_tokens(recompute_tokens)
         prompt = self.render_prompt(messages, **template_kwargs)
         plan = plan_from_prompt(self.lm.tokenizer, prompt, self.known_documents())
         result = AnswerResult("", 0, 0, "stop", documents=[s.text or "" for s in plan.documents])

@@ -129,8 +129,7 @@ class MemoryTier(CacheTier):
     name = "memory"
 
     def __init__(self, max_bytes: int = 2 * 1024**3, name: str | None = None) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}.")
+        _check_budget(max_bytes)
         super().__init__(name)
         self.max_bytes = max_bytes
         self._entries: OrderedDict[CacheKey, KVEntry] = OrderedDict()
@@ -218,10 +217,7 @@ class DiskTier(CacheTier):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        if max_bytes is not None and (
-            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0
-        ):
-            raise ValueError(f"max_bytes must be a positive int or None, got {max_bytes!r}.")
+        _check_budget(max_bytes, allow_none=True)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.int8 = int8
@@ -336,6 +332,14 @@ class DiskTier(CacheTier):
             f"DiskTier({str(self.directory)!r}, int8={self.int8}, max_bytes={self.max_bytes}, "
             f"name={self.name!r})"
         )
+
+
+def _check_budget(max_bytes: object, allow_none: bool = False) -> None:
+    if allow_none and max_bytes is None:
+        return
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        what = "a positive int or None" if allow_none else "a positive int"
+        raise ValueError(f"max_bytes must be {what}, got {max_bytes!r}.")
 
 
 def _file_size(path: Path) -> int:
