@@ -60,7 +60,7 @@ def load_systems(dtype_override: str | None) -> dict[str, Any]:
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
     from egtlm_core import EgtLM
-    from egtlm_core.sources import default_model_dir
+    from egtlm_core.loading.default_model import default_model_dir
 
     model_dir = str(default_model_dir())
     kw: dict[str, Any] = {"torch_dtype": dtype_override} if dtype_override else {}
@@ -103,7 +103,7 @@ def load_systems(dtype_override: str | None) -> dict[str, Any]:
 
 def egt_token_ids(m: Any, texts: list[str]) -> list[list[int]]:
     """Exactly the ids `m.encode(texts)` feeds the model (no instruction)."""
-    from egtlm_core.encoding import tokenize_for_embedding
+    from egtlm_core.embedding.encoding import tokenize_for_embedding
 
     return [
         t.ids for t in tokenize_for_embedding(m.tokenizer, texts, "", m.config.max_length, m._suffix_ids())
@@ -139,7 +139,7 @@ def profile_breakdown(m: Any, texts: list[str], batch_size: int) -> dict[str, fl
     wall time outside any op (Python, HF module plumbing) and tokenization timed on its own."""
     from torch.profiler import ProfilerActivity, profile
 
-    from egtlm_core.encoding import tokenize_for_embedding
+    from egtlm_core.embedding.encoding import tokenize_for_embedding
 
     tok_s, _ = C.timed(lambda: tokenize_for_embedding(m.tokenizer, texts, "", m.config.max_length, []))
     m.encode(texts[:64], batch_size=batch_size, show_progress_bar=False)
@@ -168,7 +168,7 @@ def profile_breakdown(m: Any, texts: list[str], batch_size: int) -> dict[str, fl
 
 def padding_overhead(m: Any, texts: list[str], batch_size: int) -> tuple[int, int]:
     """(real tokens, padded tokens) for encode's length-sorted batches."""
-    from egtlm_core.encoding import length_sorted_batches, tokenize_for_embedding
+    from egtlm_core.embedding.encoding import length_sorted_batches, tokenize_for_embedding
 
     items = tokenize_for_embedding(m.tokenizer, texts, "", m.config.max_length, [])
     real = sum(len(t.ids) for t in items)
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     st_dname = str(S["st_default_dtype"]).removeprefix("torch.")
     info["EgtLM dtype ('auto')"] = dname
     if args.dtype is None:
-        from egtlm_core.devices import cpu_dtype_timings
+        from egtlm_core.loading.devices import cpu_dtype_timings
 
         fp32_s, bf16_s = cpu_dtype_timings()
         info["'auto' dtype probe (devices.py)"] = (
@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Data: STS Benchmark test split, both sentence columns ({len(everything)} sentences"
         + (f"; this run used an evenly spread {n_s}" if n_s < len(everything) else "")
         + "), read with `csv` (tab, `quoting=csv.QUOTE_NONE`). Weights: the packaged default model "
-        f"SmolLM2-135M-Instruct (`egtlm_core.sources.default_model_dir()`), batch size {bs}, max length "
+        f"SmolLM2-135M-Instruct (`egtlm_core.loading.default_model_dir()`), batch size {bs}, max length "
         f"{S['max_length']}, attention kernel `{info['attention kernel']}` in every system, one process, "
         f"{torch.get_num_threads()} torch threads.\n"
     )

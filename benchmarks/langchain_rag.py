@@ -7,7 +7,7 @@
                  + ChatHuggingFace(HuggingFacePipeline(text-generation pipeline))
     egtlm        EgtLMEmbeddings + Chroma + EgtLMCacheRetriever(k) + ChatEgtLM (cache reuse)
 
-Both stacks load the same weights directory (`egtlm_core.sources.default_model_dir()`, the packaged
+Both stacks load the same weights directory (`egtlm_core.loading.default_model_dir()`, the packaged
 SmolLM2-135M-Instruct) in the same dtype, decode greedily with the same `max_new_tokens`, and index
 the paragraphs of `--n` XQuAD questions into their own Chroma collection (k = 4 per question).
 Questions are run with `chain.stream` (both chat models stream through transformers'
@@ -68,8 +68,8 @@ from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-from egtlm_core.devices import resolve_device, resolve_dtype  # noqa: E402
-from egtlm_core.sources import default_model_dir  # noqa: E402
+from egtlm_core.loading.default_model import default_model_dir  # noqa: E402
+from egtlm_core.loading.devices import resolve_device, resolve_dtype  # noqa: E402
 
 TARGET = 3.0  # huggingface latency / egtlm latency, per question (median)
 CAPS = (1, 4, 8, 16, 32, 64)  # answer lengths (tokens) at which the streamed latency is also read
@@ -577,7 +577,7 @@ def write_report(args: Any, info: dict[str, str], s: Summary) -> None:
     md = f"""# LangChain RAG chain: langchain-huggingface vs egtlm
 
 The LCEL RAG chain from LangChain's tutorial, built twice in one process over the same weights
-(`egtlm_core.sources.default_model_dir()`, SmolLM2-135M-Instruct) and run on the same questions:
+(`egtlm_core.loading.default_model_dir()`, SmolLM2-135M-Instruct) and run on the same questions:
 
 ```python
 {{"context": retriever | format_docs, "question": RunnablePassthrough()}} | prompt | chat | StrOutputParser()

@@ -54,10 +54,10 @@ from _common import machine_facts  # noqa: E402
 
 from egtlm_core import EgtLM  # noqa: E402
 from egtlm_core.cache import DiskTier, MemoryTier  # noqa: E402
-from egtlm_core.compat import cache_kwarg  # noqa: E402
-from egtlm_core.generation import generation_config  # noqa: E402
-from egtlm_core.rag import SharedCacheRAG  # noqa: E402
-from egtlm_core.segment_plan import DEFAULT_SYSTEM, plain_prompt_ids  # noqa: E402
+from egtlm_core.generation.chat import generation_config  # noqa: E402
+from egtlm_core.modeling.compat import cache_kwarg  # noqa: E402
+from egtlm_core.rag.engine import SharedCacheRAG  # noqa: E402
+from egtlm_core.rag.segment_plan import DEFAULT_SYSTEM, plain_prompt_ids  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "xquad" / "xquad.en.json"
 DOCS_DIR = ROOT / "docs" / "benchmarks"

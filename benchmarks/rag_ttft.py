@@ -40,7 +40,7 @@ from _common import machine_facts  # noqa: E402
 
 from egtlm_core import EgtLM  # noqa: E402
 from egtlm_core.cache import DiskTier, MemoryTier  # noqa: E402
-from egtlm_core.rag import SharedCacheRAG  # noqa: E402
+from egtlm_core.rag.engine import SharedCacheRAG  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "xquad" / "xquad.en.json"
 DOCS_DIR = ROOT / "docs" / "benchmarks"

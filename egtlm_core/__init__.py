@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .config import EgtLMConfig
-from .generation import ChatResult
+from .embedding.prompts import document_text, format_instruction
+from .generation.chat import ChatResult
 from .model import EgtLM
-from .prompts import document_text, format_instruction
 
 __all__ = ["ChatResult", "EgtLM", "EgtLMConfig", "document_text", "format_instruction"]
 __version__ = "0.1.0"

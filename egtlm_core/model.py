@@ -12,11 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attention import check_maskable
 from .config import EgtLMConfig
-from .devices import resolve_device, resolve_dtype
-from .encoding import EmbeddingPass, tokenize_for_embedding, warn_truncated
-from .generation import (
+from .embedding.encoding import EmbeddingPass, tokenize_for_embedding, warn_truncated
+from .embedding.prompts import document_text, format_instruction
+from .generation.chat import (
     ChatResult,
     ChatStream,
     chat_input_ids,
@@ -25,10 +24,11 @@ from .generation import (
     generation_config,
     stream_generate,
 )
-from .kv_reuse import check_recompute_tokens
-from .prompts import document_text, format_instruction
-from .registry import LoadedModel, get_model
-from .sources import ModelSource, resolve_source
+from .loading.devices import resolve_device, resolve_dtype
+from .loading.registry import LoadedModel, get_model
+from .loading.sources import ModelSource, resolve_source
+from .modeling.attention import check_maskable
+from .rag.kv_reuse import check_recompute_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -367,7 +367,7 @@ class EgtLM:
         """The shared-cache RAG engine (vector index + KV store), created on first use."""
         with self._rag_lock:
             if self._rag is None:
-                from .rag import SharedCacheRAG
+                from .rag.engine import SharedCacheRAG
 
                 self._rag = SharedCacheRAG(self, store=self._cache_store)
             return self._rag

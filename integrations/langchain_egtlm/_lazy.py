@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from egtlm_core import EgtLM
-from egtlm_core.sources import DEFAULT_MODEL_NAME
+from egtlm_core.loading.default_model import DEFAULT_MODEL_NAME
 
 _shared: weakref.WeakValueDictionary[tuple, EgtLM] = weakref.WeakValueDictionary()
 _key_locks: dict[tuple, threading.Lock] = {}

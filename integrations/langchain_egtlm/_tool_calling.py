@@ -3,7 +3,7 @@
 The tools are described in the system prompt and the model is asked to answer a call as one JSON
 object {"name": ..., "arguments": {...}}. With a forcing `tool_choice` ("any", "required", True, a
 name or {"type": "function", "function": {"name": ...}}) decoding is grammar-constrained to that
-shape (`egtlm_core.constrained`), so the call always parses and its arguments validate against the
+shape (`egtlm_core.generation.constrained`), so the call always parses and its arguments validate against the
 tool's schema. With "auto"/None the model answers freely and an answer that *is* such a JSON object
 (or a list of them, optionally in a ```json fence or <tool_call> tags) becomes a tool call; small
 models rarely choose to call a tool unforced (see docs/guide_langchain.md).

@@ -25,7 +25,7 @@ except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from err
 
 from egtlm_core import EgtLM
-from egtlm_core.constrained import JsonGrammar, json_grammar, tool_call_schema
+from egtlm_core.generation.constrained import JsonGrammar, json_grammar, tool_call_schema
 
 from ._async import iterate_in_thread
 from ._lazy import LazyLM, display_name, shared_lm

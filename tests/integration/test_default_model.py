@@ -53,7 +53,7 @@ def test_answer_reuses_cache_with_same_output(default_lm, tmp_path):
 
 def test_seed_usage_snippet_runs(capsys):
     """EGTLM's README usage verbatim, but for the import, the model path and transformers 5's dict return."""
-    from egtlm_core.sources import ensure_default_model
+    from egtlm_core.loading.default_model import ensure_default_model
 
     model_path = str(ensure_default_model())
     # ---- begin seed snippet ----

@@ -27,7 +27,7 @@ from typing_extensions import TypedDict
 
 from egtlm_core import EgtLM
 from egtlm_core.cache import MemoryTier
-from egtlm_core.generation import ChatStream
+from egtlm_core.generation.chat import ChatStream
 
 FLOAT32 = {"torch_dtype": "float32"}
 

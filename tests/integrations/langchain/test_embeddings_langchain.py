@@ -14,7 +14,7 @@ from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from egtlm_core import EgtLM
-from egtlm_core.registry import loaded_models
+from egtlm_core.loading.registry import loaded_models
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital of France.", "A cat sat."]
 FLOAT32 = {"torch_dtype": "float32"}

@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from .attention import embedding_attention_mask, position_ids_for
-from .compat import layer_states
+from ..modeling.attention import embedding_attention_mask, position_ids_for
+from ..modeling.compat import layer_states
 from .pooling import pool
 
 logger = logging.getLogger(__name__)

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
-from .generation import ChatResult, ChatStream, fit_to_context, generation_config, stream_generate
+from ..cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
+from ..embedding.prompts import document_text
+from ..generation.chat import ChatResult, ChatStream, fit_to_context, generation_config, stream_generate
+from ..loading.default_model import cache_root
 from .kv_reuse import KVReuser, ReuseStats, check_recompute_tokens
-from .prompts import document_text
 from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, _ids, plan_from_prompt, rag_layout
-from .sources import cache_root
 
 if TYPE_CHECKING:
-    from .model import EgtLM
+    from ..model import EgtLM
 
 logger = logging.getLogger(__name__)
 

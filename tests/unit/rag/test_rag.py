@@ -1,4 +1,4 @@
-"""Shared-cache RAG through the public API: `EgtLM.index` / `EgtLM.answer` (`egtlm_core.rag`)."""
+"""Shared-cache RAG through the public API: `EgtLM.index` / `EgtLM.answer` (`egtlm_core.rag.engine`)."""
 
 from __future__ import annotations
 

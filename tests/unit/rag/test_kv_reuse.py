@@ -1,4 +1,4 @@
-"""Splicing stored KV states into a prompt (`egtlm_core.kv_reuse`) against full-prefill references."""
+"""Splicing stored KV states into a prompt (`egtlm_core.rag.kv_reuse`) against full-prefill references."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from rag_fixtures import DOCS, QUESTION, load
 
 from egtlm_core import EgtLM
-from egtlm_core.compat import cache_kwarg
-from egtlm_core.segment_plan import SegmentPlan
+from egtlm_core.modeling.compat import cache_kwarg
+from egtlm_core.rag.segment_plan import SegmentPlan
 
 NEW_TOKENS = 8
 

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from .attention import embedding_attention_mask
-from .cache import CacheKey, CacheTier, KVEntry, sha256_text
-from .compat import cache_kwarg, layer_states
-from .rope import RopeInfo, rerotate_keys, rope_info
+from ..cache import CacheKey, CacheTier, KVEntry, sha256_text
+from ..modeling.attention import embedding_attention_mask
+from ..modeling.compat import cache_kwarg, layer_states
+from ..modeling.rope import RopeInfo, rerotate_keys, rope_info
 from .segment_plan import Segment, SegmentPlan
 
 logger = logging.getLogger(__name__)

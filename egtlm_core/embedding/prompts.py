@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .config import PROMPT_FORMATS
+from ..config import PROMPT_FORMATS
 
 
 def format_instruction(task: str, prompt_format: str = "egtlm", template: str | None = None) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from .sources import ModelSource, load_model_and_tokenizer
+from .loader import load_model_and_tokenizer
+from .sources import ModelSource
 
 logger = logging.getLogger(__name__)
 

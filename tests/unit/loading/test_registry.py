@@ -12,7 +12,7 @@ import torch
 from tiny_models import build_tiny_model
 
 from egtlm_core import EgtLM
-from egtlm_core.registry import loaded_models
+from egtlm_core.loading.registry import loaded_models
 
 
 @pytest.fixture

@@ -345,7 +345,7 @@ def test_get_cache_beyond_a_sliding_window_is_a_clear_error(windowed_dirs):
 
 
 def test_batches_respect_the_text_and_padded_token_limits():
-    from egtlm_core.encoding import TokenizedText, length_sorted_batches
+    from egtlm_core.embedding.encoding import TokenizedText, length_sorted_batches
 
     lengths = [5, 300, 40, 40, 120, 8, 300, 7]
     items = [TokenizedText(ids=list(range(n)), content_start=0, truncated=False) for n in lengths]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .generation import chat_input_ids
+from ..generation.chat import chat_input_ids
 
 DEFAULT_SYSTEM = "Answer the question using the documents. Be brief."
 # The user message around the documents; the marker is replaced by the document segments.

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from egtlm_core import EgtLM
-from egtlm_core.kernels import NAME, egtlm_sdpa_forward, register
+from egtlm_core.modeling.kernels import NAME, egtlm_sdpa_forward, register
 
 
 class _Attn(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""RoPE re-rotation (`egtlm_core.rope`): exact against real models, and refused where it is not exact."""
+"""RoPE re-rotation (`modeling.rope`): exact against real models, and refused where it is not exact."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 
 from egtlm_core import EgtLM
 from egtlm_core.cache import MemoryTier
-from egtlm_core.compat import cache_kwarg
-from egtlm_core.rope import RopeInfo, rerotate_keys, rope_info, rotate_half
+from egtlm_core.modeling.compat import cache_kwarg
+from egtlm_core.modeling.rope import RopeInfo, rerotate_keys, rope_info, rotate_half
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import build_tiny_model  # noqa: E402

@@ -13,8 +13,8 @@ import torch
 from transformers import AutoModel
 
 from egtlm_core import EgtLM
-from egtlm_core.encoding import tokenize_for_embedding
-from egtlm_core.pooling import pool
+from egtlm_core.embedding.encoding import tokenize_for_embedding
+from egtlm_core.embedding.pooling import pool
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog by the fire.",

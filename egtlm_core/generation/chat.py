@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache, GenerationConfig, TextIteratorStreamer
 
-from .compat import cache_kwarg
+from ..modeling.compat import cache_kwarg
 
 ROLES = ("system", "user", "assistant", "tool")
 

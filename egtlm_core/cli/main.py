@@ -27,8 +27,12 @@ import torch
 import transformers
 from transformers.utils import logging as hf_logging
 
-from . import __version__, devices, sources
-from .cli_io import (
+from .. import __version__
+from ..config import ATTENTIONS, POOLINGS, PROMPT_FORMATS
+from ..embedding.prompts import format_instruction
+from ..loading import default_model, devices
+from ..model import EgtLM
+from .io import (
     JSONL_SUFFIXES,
     UsageError,
     check_output,
@@ -38,9 +42,6 @@ from .cli_io import (
     texts_from_jsonl,
     write_output,
 )
-from .config import ATTENTIONS, POOLINGS, PROMPT_FORMATS
-from .model import EgtLM
-from .prompts import format_instruction
 
 logger = logging.getLogger(__name__)
 
@@ -180,12 +181,12 @@ def auto_dtype_report(device: torch.device) -> tuple[torch.dtype, str]:
 
 def default_model_status() -> dict[str, Any]:
     """Where the packaged default model is cached and whether it is converted (never downloads)."""
-    target = sources.default_model_dir()
+    target = default_model.default_model_dir()
     return {
-        "name": sources.DEFAULT_MODEL_NAME,
-        "package": f"{sources.DEFAULT_PACKAGE}=={sources.DEFAULT_VERSION}",
+        "name": default_model.DEFAULT_MODEL_NAME,
+        "package": f"{default_model.DEFAULT_PACKAGE}=={default_model.DEFAULT_VERSION}",
         "path": str(target),
-        "converted": sources.is_default_model_ready(),
+        "converted": default_model.is_default_model_ready(),
     }
 
 

@@ -14,7 +14,12 @@ import pytest
 import torch
 
 from egtlm_core import EgtLM
-from egtlm_core.constrained import RESERVE_MARGIN, JsonLogitsProcessor, json_grammar, tool_call_schema
+from egtlm_core.generation.constrained import (
+    RESERVE_MARGIN,
+    JsonLogitsProcessor,
+    json_grammar,
+    tool_call_schema,
+)
 
 pytest.importorskip("xgrammar")
 
@@ -180,7 +185,7 @@ def test_allowed_tokens_reads_xgrammars_bitmask(lm):
     """The numpy bit unpacking agrees with xgrammar's own masking kernel."""
     import xgrammar as xgr
 
-    from egtlm_core.constrained import allowed_tokens
+    from egtlm_core.generation.constrained import allowed_tokens
 
     grammar = json_grammar(lm.tokenizer, PERSON, model=lm.model)
     size = grammar._vocab.vocab_size

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import POOLINGS
+from ..config import POOLINGS
 
 
 def _mean(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

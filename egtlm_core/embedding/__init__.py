@@ -1,0 +1,1 @@
+"""Embedding: instruction prompts, pooling, and the embedding pass."""

@@ -1,0 +1,1 @@
+"""Generation: chat on `generate` (stop strings, streaming, usage) and grammar-constrained decoding."""

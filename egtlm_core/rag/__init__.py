@@ -1,0 +1,1 @@
+"""Shared-cache RAG: the document index, segment plans, KV capture and reuse, the engine."""
