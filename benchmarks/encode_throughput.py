@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Data: STS Benchmark test split, both sentence columns ({len(everything)} sentences"
         + (f"; this run used an evenly spread {n_s}" if n_s < len(everything) else "")
         + "), read with `csv` (tab, `quoting=csv.QUOTE_NONE`). Weights: the packaged default model "
-        f"SmolLM2-135M-Instruct (`egtlm_core.loading.default_model_dir()`), batch size {bs}, max length "
+        f"SmolLM2-135M-Instruct (`egtlm_core.default_model_dir()`), batch size {bs}, max length "
         f"{S['max_length']}, attention kernel `{info['attention kernel']}` in every system, one process, "
         f"{torch.get_num_threads()} torch threads.\n"
     )

@@ -7,7 +7,7 @@
                  + ChatHuggingFace(HuggingFacePipeline(text-generation pipeline))
     egtlm        EgtLMEmbeddings + Chroma + EgtLMCacheRetriever(k) + ChatEgtLM (cache reuse)
 
-Both stacks load the same weights directory (`egtlm_core.loading.default_model_dir()`, the packaged
+Both stacks load the same weights directory (`egtlm_core.default_model_dir()`, the packaged
 SmolLM2-135M-Instruct) in the same dtype, decode greedily with the same `max_new_tokens`, and index
 the paragraphs of `--n` XQuAD questions into their own Chroma collection (k = 4 per question).
 Questions are run with `chain.stream` (both chat models stream through transformers'
@@ -577,7 +577,7 @@ def write_report(args: Any, info: dict[str, str], s: Summary) -> None:
     md = f"""# LangChain RAG chain: langchain-huggingface vs egtlm
 
 The LCEL RAG chain from LangChain's tutorial, built twice in one process over the same weights
-(`egtlm_core.loading.default_model_dir()`, SmolLM2-135M-Instruct) and run on the same questions:
+(`egtlm_core.default_model_dir()`, SmolLM2-135M-Instruct) and run on the same questions:
 
 ```python
 {{"context": retriever | format_docs, "question": RunnablePassthrough()}} | prompt | chat | StrOutputParser()

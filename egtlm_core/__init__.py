@@ -1,11 +1,38 @@
-"""egtlm core: one decoder model that embeds and generates (no RAG framework imported here)."""
+"""egtlm core: one decoder model that embeds and generates (no RAG framework imported here).
+
+Public names only; the subpackages show the architecture (see docs/architecture.md).
+"""
 
 from __future__ import annotations
 
+from .cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore
 from .config import EgtLMConfig
 from .embedding.prompts import document_text, format_instruction
-from .generation.chat import ChatResult
+from .generation.chat import ChatResult, ChatStream
+from .generation.constrained import JsonGrammar, json_grammar, tool_call_schema
+from .loading.default_model import DEFAULT_MODEL_NAME, default_model_dir
 from .model import EgtLM
+from .shared import LazyLM, display_name, shared_lm
 
-__all__ = ["ChatResult", "EgtLM", "EgtLMConfig", "document_text", "format_instruction"]
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "CacheKey",
+    "CacheTier",
+    "ChatResult",
+    "ChatStream",
+    "DiskTier",
+    "EgtLM",
+    "EgtLMConfig",
+    "JsonGrammar",
+    "LazyLM",
+    "MemoryTier",
+    "TieredStore",
+    "default_model_dir",
+    "display_name",
+    "document_text",
+    "format_instruction",
+    "json_grammar",
+    "shared_lm",
+    "tool_call_schema",
+]
 __version__ = "0.1.0"

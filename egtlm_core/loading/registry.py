@@ -1,8 +1,10 @@
-"""One loaded model per process: every `EgtLM` asking for the same weights shares them.
+"""The one registry: weakly held, process-wide objects built once per key, even under threads.
 
-The LangChain, LlamaIndex, sentence-transformers and Chroma adapters each build their own `EgtLM`;
-without this registry an app with an embedder and a chat model would hold the weights twice. Entries
-are weakly held, so weights are freed once no `EgtLM` uses them.
+Two kinds of entries live here. `get_model` keys a `LoadedModel` by (source, dtype, device, kernel):
+every `EgtLM` asking for the same weights shares them, so an app with an embedder and a chat model
+never holds the weights twice. `shared.shared_lm` keys whole `EgtLM` objects by their settings, for
+framework adapters that are constructed often and must share one RAG engine. Entries are weakly
+held: weights are freed once nothing uses them.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -50,14 +53,25 @@ class LoadedModel:
         return id(self)
 
 
-_entries: weakref.WeakValueDictionary[tuple, LoadedModel] = weakref.WeakValueDictionary()
+_entries: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
 _key_locks: dict[tuple, threading.Lock] = {}
 _registry_lock = threading.Lock()
+T = TypeVar("T")
 
 
 def _key_lock(key: tuple) -> threading.Lock:
     with _registry_lock:
         return _key_locks.setdefault(key, threading.Lock())
+
+
+def shared(key: tuple, build: Callable[[], T]) -> T:
+    """The live entry for `key`, or `build()`'s result registered under it (built once per key)."""
+    with _key_lock(key):
+        entry = _entries.get(key)
+        if entry is None:
+            entry = build()
+            _entries[key] = entry
+        return entry
 
 
 def get_model(
@@ -70,7 +84,7 @@ def get_model(
     trust_remote_code: bool = False,
 ) -> LoadedModel:
     """The shared `LoadedModel` for these settings, loading it (once, even under threads) if needed."""
-    key = (source.cache_id(), str(dtype), str(device), attn_implementation, trust_remote_code)
+    key = ("LoadedModel", source.cache_id(), str(dtype), str(device), attn_implementation, trust_remote_code)
     with _key_lock(key):
         entry = _entries.get(key)
         if entry is not None and (entry.has_lm_head or not with_lm_head):
@@ -96,4 +110,4 @@ def get_model(
 def loaded_models() -> list[LoadedModel]:
     """The models currently held in this process (for `egtlm info` and tests)."""
     with _registry_lock:
-        return list(_entries.values())
+        return [e for e in _entries.values() if isinstance(e, LoadedModel)]

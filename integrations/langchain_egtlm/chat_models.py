@@ -24,11 +24,9 @@ try:
 except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from err
 
-from egtlm_core import EgtLM
-from egtlm_core.generation.constrained import JsonGrammar, json_grammar, tool_call_schema
+from egtlm_core import EgtLM, JsonGrammar, LazyLM, display_name, json_grammar, shared_lm, tool_call_schema
 
 from ._async import iterate_in_thread
-from ._lazy import LazyLM, display_name, shared_lm
 from ._messages import to_chat_messages
 from ._structured import structured_runnable
 from ._tool_calling import (

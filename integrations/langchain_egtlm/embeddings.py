@@ -12,9 +12,7 @@ try:
 except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from err
 
-from egtlm_core import EgtLM, EgtLMConfig
-
-from ._lazy import LazyLM
+from egtlm_core import EgtLM, EgtLMConfig, LazyLM
 
 
 class EgtLMEmbeddings(BaseModel, Embeddings):

@@ -29,10 +29,9 @@ try:
 except ImportError as e:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from e
 
-from egtlm_core import EgtLM
+from egtlm_core import EgtLM, LazyLM
 from egtlm_core.cache import sha256_text
 
-from ._lazy import LazyLM
 from ._messages import to_chat_messages
 
 CACHE_KEY = "egtlm_cache_key"  # metadata: the store key of the document's KV states (CacheKey string)

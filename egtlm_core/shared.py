@@ -1,27 +1,24 @@
-"""One `EgtLM` per setting, built on first use and shared by every LangChain adapter in the process.
+"""One `EgtLM` per setting, built on first use and shared by every framework adapter in the process.
 
 Adapters are constructed often (LangChain's standard suite times ten constructions), so they hold
 a `LazyLM` and build the model only when first asked to embed or generate. Adapters that ask for the
-same source, mode and settings get the *same* `EgtLM` object: one set of weights (the core registry
-would share those anyway) and, as important, one shared-cache RAG engine, so documents a retriever
-stored and remembered are found by the chat model in the same chain.
+same source, mode and settings get the *same* `EgtLM` object: one set of weights (the loading
+registry shares those anyway) and one shared-cache RAG engine, so documents a retriever stored are
+found by the chat model in the same chain. The entries live in the one registry
+(`loading.registry.shared`), under keys of their own.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from egtlm_core import EgtLM
-from egtlm_core.loading.default_model import DEFAULT_MODEL_NAME
-
-_shared: weakref.WeakValueDictionary[tuple, EgtLM] = weakref.WeakValueDictionary()
-_key_locks: dict[tuple, threading.Lock] = {}
-_lock = threading.Lock()
+from .loading.default_model import DEFAULT_MODEL_NAME
+from .loading.registry import shared
+from .model import EgtLM
 
 
 def _freeze(value: Any) -> Any:
@@ -56,15 +53,8 @@ def shared_lm(
     """
     model_kwargs = dict(model_kwargs or {})
     config = dict(config or {})
-    key = (_freeze(model), mode, _freeze(model_kwargs), _freeze(config))
-    with _lock:
-        key_lock = _key_locks.setdefault(key, threading.Lock())
-    with key_lock:
-        lm = _shared.get(key)
-        if lm is None:
-            lm = EgtLM(model, mode=mode, **model_kwargs, **config)
-            _shared[key] = lm
-        return lm
+    key = ("EgtLM", _freeze(model), mode, _freeze(model_kwargs), _freeze(config))
+    return shared(key, lambda: EgtLM(model, mode=mode, **model_kwargs, **config))
 
 
 class LazyLM:
