@@ -12,21 +12,29 @@ from .generation.chat import ChatResult, ChatStream
 from .generation.constrained import JsonGrammar, json_grammar, tool_call_schema
 from .loading.default_model import DEFAULT_MODEL_NAME, default_model_dir
 from .model import EgtLM
+from .rag.engine import AnswerResult, SharedCacheRAG
+from .rag.index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
 from .shared import LazyLM, display_name, shared_lm
 
 __all__ = [
-    "DEFAULT_MODEL_NAME",
+    "AnswerResult",
     "CacheKey",
     "CacheTier",
     "ChatResult",
     "ChatStream",
+    "DEFAULT_MODEL_NAME",
     "DiskTier",
+    "DocumentIndex",
     "EgtLM",
     "EgtLMConfig",
+    "IndexedDocument",
     "JsonGrammar",
     "LazyLM",
     "MemoryTier",
+    "ScoredDocument",
+    "SharedCacheRAG",
     "TieredStore",
+    "check_k",
     "default_model_dir",
     "display_name",
     "document_text",

@@ -28,6 +28,8 @@ from .loading.devices import resolve_device, resolve_dtype
 from .loading.registry import LoadedModel, get_model
 from .loading.sources import ModelSource, resolve_source
 from .modeling.attention import check_maskable
+from .rag.engine import SharedCacheRAG
+from .rag.index import DocumentIndex, ScoredDocument
 from .rag.kv_reuse import check_recompute_tokens
 
 logger = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ class EgtLM:
             raise ValueError(f"Unknown padding_side {padding_side!r}; expected 'left' or 'right'.")
         self.padding_side = padding_side
         self._cache_store = cache_store
-        self._rag: Any = None
+        self._rag: SharedCacheRAG | None = None
         self._rag_lock = threading.Lock()
         self.source: ModelSource = resolve_source(model_name_or_path, base=base_model)
         resolved_device = resolve_device(device)
@@ -363,18 +365,41 @@ class EgtLM:
 
     # --- shared-cache RAG -------------------------------------------------------------------------
     @property
-    def rag(self) -> Any:
-        """The shared-cache RAG engine (vector index + KV store), created on first use."""
+    def rag(self) -> SharedCacheRAG:
+        """The shared-cache RAG engine (document index + KV store), created on first use."""
         with self._rag_lock:
             if self._rag is None:
-                from .rag.engine import SharedCacheRAG
-
-                self._rag = SharedCacheRAG(self, store=self._cache_store)
+                capture = (
+                    "bidirectional"
+                    if self.config.resolved_capture == "reuse" and self.config.attention == "bidirectional"
+                    else "causal"
+                )
+                self._rag = SharedCacheRAG(self._loaded, self, store=self._cache_store, capture=capture)
             return self._rag
 
-    def index(self, documents: Sequence[Any], ids: Sequence[str] | None = None) -> list[str]:
-        """Embed documents and store their KV states for reuse by `answer`; returns their ids."""
-        return self.rag.index(documents, ids=ids)
+    @property
+    def documents(self) -> DocumentIndex:
+        """The model's own document index (what `index` fills and `answer` searches)."""
+        return self.rag.documents
+
+    def index(
+        self,
+        documents: Sequence[Any],
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[dict[str, Any]] | None = None,
+        *,
+        index: DocumentIndex | None = None,
+    ) -> list[str]:
+        """Embed documents and store their KV states for reuse by `answer`; returns their ids.
+
+        `index` is where the vectors go (default: the model's own, `EgtLM.documents`). An id already
+        present is replaced: text, metadata, vector and stored states.
+        """
+        return self.rag.add_documents(documents, ids, metadatas, index=index)
+
+    def search(self, query: str, k: int = 4, *, index: DocumentIndex | None = None) -> list[ScoredDocument]:
+        """The `k` indexed documents most similar to `query` (query instruction applied), best first."""
+        return self.rag.search(query, k, index=index)
 
     def answer(
         self,
@@ -397,6 +422,7 @@ class EgtLM:
             >>> m.index(["Paris is the capital of France.", "Berlin is in Germany."])
             >>> m.answer("What is the capital of France?", k=1).text
         """
+        self._generator()  # a clear error for mode="embedding"
         return self.rag.answer(
             question,
             documents=documents,

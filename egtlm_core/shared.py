@@ -107,6 +107,7 @@ class LazyLM:
         with self._lock:
             if self._lm is None:
                 model, mode, model_kwargs, config = self._args
+                assert not isinstance(model, EgtLM)  # an instance is kept as self._lm from the start
                 self._lm = shared_lm(model, mode=mode, model_kwargs=model_kwargs, config=config)
             return self._lm
 

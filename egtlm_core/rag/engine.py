@@ -1,8 +1,10 @@
-"""Shared-cache RAG on one model: index documents (vectors + KV states), answer with reuse.
+"""Shared-cache RAG on one loaded model: index documents (vectors + KV states), answer with reuse.
 
-`EgtLM.index` and `EgtLM.answer` delegate here; the framework adapters call those. The in-memory
-vector index is deliberately small (exact cosine top-k over a numpy matrix): real deployments put
-vectors in Chroma & co. and hand `answer` the retrieved documents.
+`EgtLM.index` / `answer` / `chat(reuse_cache=True)` delegate here, and framework adapters reach it
+through `EgtLM.rag`. The engine is built from what it needs — the loaded model, an encoder (anything
+with `encode_documents` / `encode_queries`, i.e. an `EgtLM`) and a KV store — and imports nothing
+above it. The store and the re-rotation machinery are created on first use, so plain chat never
+touches the disk or inspects the model's RoPE.
 """
 
 from __future__ import annotations
@@ -11,25 +13,31 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any, Protocol
 
 from ..cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
 from ..embedding.prompts import document_text
 from ..generation.chat import ChatResult, ChatStream, fit_to_context, generation_config, stream_generate
 from ..loading.default_model import cache_root
+from ..loading.registry import LoadedModel
+from .index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
 from .kv_reuse import KVReuser, ReuseStats, check_recompute_tokens
-from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, _ids, plan_from_prompt, rag_layout
-
-if TYPE_CHECKING:
-    from ..model import EgtLM
+from .matching import plan_from_prompt
+from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, _ids, rag_layout
 
 logger = logging.getLogger(__name__)
 
 MAX_KNOWN_DOCUMENTS = 4096  # recently indexed/retrieved texts that `chat` looks for in prompts
+
+
+class Encoder(Protocol):
+    """What the engine needs to embed: an `EgtLM` (with its configured instructions) is one."""
+
+    def encode_documents(self, documents: Any, **kwargs: Any) -> Any: ...
+
+    def encode_queries(self, queries: Any, **kwargs: Any) -> Any: ...
 
 
 @dataclass
@@ -51,59 +59,75 @@ def default_store(
     return TieredStore([MemoryTier(max_bytes=memory_bytes), DiskTier(directory, max_bytes=disk_bytes)])
 
 
-class VectorIndex:
-    """Exact cosine search over normalised vectors, with the texts kept beside them."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.texts: list[str] = []
-        self.vectors = np.zeros((0, 0), dtype=np.float32)
-        self._lock = threading.Lock()
-
-    def add(self, ids: Sequence[str], texts: Sequence[str], vectors: np.ndarray) -> None:
-        with self._lock:
-            keep = [i for i, doc_id in enumerate(ids) if doc_id not in set(self.ids)]
-            if not keep:
-                return
-            new = vectors[keep]
-            self.vectors = new if not self.ids else np.vstack([self.vectors, new])
-            self.ids += [ids[i] for i in keep]
-            self.texts += [texts[i] for i in keep]
-
-    def search(self, query: np.ndarray, k: int) -> list[tuple[str, str, float]]:
-        with self._lock:
-            if not self.ids:
-                return []
-            scores = self.vectors @ query
-            top = np.argsort(-scores)[:k]
-            return [(self.ids[i], self.texts[i], float(scores[i])) for i in top]
-
-
 class SharedCacheRAG:
-    """The shared-cache retriever's engine for one `EgtLM`."""
+    """The shared-cache retriever's engine for one loaded model.
 
-    def __init__(self, lm: EgtLM, store: CacheTier | None = None, system: str | None = DEFAULT_SYSTEM):
-        self.lm = lm
-        fingerprint = lm.source.fingerprint()
-        # Every EgtLM on the same loaded weights (an embedder, a retriever and a chat model built
-        # separately by a framework) shares the default store and the known documents, so states
-        # one of them captured are found by the others.
-        shared = lm._loaded.shared
-        with lm._loaded.lock:
-            if store is None and "kv_store" not in shared:
-                shared["kv_store"] = default_store(fingerprint)
-            known = shared.setdefault("known_documents", (OrderedDict(), threading.Lock()))
-        self.store = store if store is not None else shared["kv_store"]
-        capture = (
-            "bidirectional"
-            if lm.config.resolved_capture == "reuse" and lm.config.attention == "bidirectional"
-            else "causal"
-        )
-        self.reuser = KVReuser(lm._loaded.body, lm.tokenizer, fingerprint, self.store, capture=capture)
+    Args:
+        loaded: the shared weights and tokenizer (`loading.registry.LoadedModel`).
+        encoder: embeds documents and queries (an `EgtLM`).
+        store: where document KV states live; None: the default store every engine on these weights
+            shares, created on first use (RAM over disk under the user cache dir).
+        capture: how document states are captured: "causal" (exact) or "bidirectional" (GRIT).
+        system: the system prompt of the default RAG layout.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        encoder: Encoder,
+        store: CacheTier | None = None,
+        capture: str = "causal",
+        system: str | None = DEFAULT_SYSTEM,
+    ):
+        self.loaded = loaded
+        self.encoder = encoder
+        self.tokenizer = loaded.tokenizer
+        self.capture = capture
         self.system = system
-        self.vectors = VectorIndex()
+        self.documents = DocumentIndex()  # what `EgtLM.index` fills and `answer` searches by default
+        self._store = store
+        self._reuser: KVReuser | None = None
+        self._lock = threading.Lock()
+        # Every engine on the same loaded weights (an embedder, a retriever and a chat model built
+        # separately by a framework) shares the known documents, so texts one of them handed out
+        # are found in prompts by the others.
+        with loaded.lock:
+            known = loaded.shared.setdefault("known_documents", (OrderedDict(), threading.Lock()))
         self._known: OrderedDict[str, None] = known[0]  # document texts `chat` looks for
         self._known_lock: threading.Lock = known[1]
+
+    # --- built on first use -----------------------------------------------------------------------
+    @property
+    def store(self) -> CacheTier:
+        """The KV store (the shared default one is created here, on first use)."""
+        if self._store is None:
+            with self.loaded.lock:
+                if "kv_store" not in self.loaded.shared:
+                    self.loaded.shared["kv_store"] = default_store(self.loaded.source.fingerprint())
+                self._store = self.loaded.shared["kv_store"]
+        return self._store
+
+    @property
+    def reuser(self) -> KVReuser:
+        """Capture, fetch, re-rotate and splice states (inspects the model's RoPE on first use)."""
+        with self._lock:
+            if self._reuser is None:
+                self._reuser = KVReuser(
+                    self.loaded.body,
+                    self.tokenizer,
+                    self.loaded.source.fingerprint(),
+                    self.store,
+                    capture=self.capture,
+                )
+            return self._reuser
+
+    def _generator(self) -> Any:
+        if not self.loaded.has_lm_head:
+            raise RuntimeError(
+                "This model was loaded without its LM head (mode='embedding'); load it with "
+                "mode='unified' to answer."
+            )
+        return self.loaded.model
 
     def remember(self, texts: Sequence[str]) -> None:
         """Mark texts as documents whose states `chat` may splice when they appear in a prompt."""
@@ -126,12 +150,12 @@ class SharedCacheRAG:
         """The prefix documents are captured after: a prompt's text before its documents, or the default."""
         if prefix is None:
             return self.default_prefix()
-        return Segment(_ids(self.lm.tokenizer, prefix), text=prefix, is_prefix=True)
+        return Segment(_ids(self.tokenizer, prefix), text=prefix, is_prefix=True)
 
     def cache_keys(self, texts: Sequence[str], prefix: str | None = None) -> list[CacheKey]:
         """The store keys of documents' states captured after `prefix` (see `store_states`)."""
         head = self.prefix_segment(prefix)
-        return [self.reuser.key(Segment(_ids(self.lm.tokenizer, t), text=t), head) for t in texts]
+        return [self.reuser.key(Segment(_ids(self.tokenizer, t), text=t), head) for t in texts]
 
     def store_states(self, texts: Sequence[str], prefix: str | None = None) -> list[CacheKey]:
         """Capture and store documents' KV states (no embedding) and remember them; returns their keys.
@@ -141,38 +165,79 @@ class SharedCacheRAG:
         default layout's head (`chat` still reuses those states, as approximate hits).
         """
         head = self.prefix_segment(prefix)
-        segments = [Segment(_ids(self.lm.tokenizer, t), text=t) for t in texts]
+        segments = [Segment(_ids(self.tokenizer, t), text=t) for t in texts]
         self.remember(texts)
         self.reuser.index(segments, head)
         return [self.reuser.key(s, head) for s in segments]
 
     def render_prompt(self, messages: list[dict[str, Any]], **template_kwargs: Any) -> str:
         """The chat prompt text `chat` plans (the template applied, generation header added)."""
-        return self.lm.tokenizer.apply_chat_template(
+        return self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=False, **template_kwargs
         )
 
     def plan(self, question: str, documents: Sequence[str]) -> SegmentPlan:
-        return rag_layout(self.lm.tokenizer, question, documents, system=self.system)
+        return rag_layout(self.tokenizer, question, documents, system=self.system)
 
-    def index(self, documents: Sequence[Any], ids: Sequence[str] | None = None) -> list[str]:
-        """Embed documents into the vector index and store their KV states; returns their ids."""
+    def add_documents(
+        self,
+        documents: Sequence[Any],
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        index: DocumentIndex | None = None,
+        prefix: str | None = None,
+        capture_states: bool = True,
+    ) -> list[str]:
+        """Embed documents into `index` (default: this engine's own) and store their KV states.
+
+        Ids default to a hash of the text. An id already present is replaced (text, metadata, vector)
+        and the replaced text's stored states are dropped. `prefix` is the prompt text the states
+        are captured after (see `store_states`). Returns the ids.
+        """
+        index = self.documents if index is None else index
         texts = [document_text(d) for d in documents]
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"Got {len(ids)} ids for {len(texts)} documents.")
-        doc_ids = list(ids) if ids is not None else [sha256_text(t)[:16] for t in texts]
         if not texts:
             return []
-        vectors = self.lm.encode_documents(texts)
-        self.vectors.add(doc_ids, texts, vectors)
-        self.remember(texts)
-        plan = self.plan("?", texts)
-        self.reuser.index(plan.documents, plan.prefix)  # type: ignore[arg-type]
+        doc_ids = list(ids) if ids is not None else [sha256_text(t)[:16] for t in texts]
+        vectors = self.encoder.encode_documents(texts)
+        replaced = index.upsert(doc_ids, texts, vectors, metadatas)
+        self.forget_states([d.text for d in replaced], prefix)
+        if capture_states:
+            self.store_states(texts, prefix)
+        else:
+            self.remember(texts)
         return doc_ids
 
+    def delete_documents(
+        self, ids: Sequence[str], *, index: DocumentIndex | None = None, prefix: str | None = None
+    ) -> list[IndexedDocument]:
+        """Remove documents from `index` and drop their stored states; -> the removed documents."""
+        removed = (self.documents if index is None else index).delete(ids)
+        self.forget_states([d.text for d in removed], prefix)
+        return removed
+
+    def forget_states(self, texts: Sequence[str], prefix: str | None = None) -> None:
+        """Drop stored states of texts (captured after `prefix`); nothing is created to do so."""
+        if texts and (self._store is not None or "kv_store" in self.loaded.shared):
+            for key in self.cache_keys(texts, prefix):
+                self.store.remove(key)
+
+    def search(self, query: str, k: int, *, index: DocumentIndex | None = None) -> list[ScoredDocument]:
+        """The `k` documents of `index` (default: this engine's own) most similar to `query`."""
+        check_k(k)
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string.")
+        return (self.documents if index is None else index).search(self.encoder.encode_queries(query), k)
+
+    def index(self, documents: Sequence[Any], ids: Sequence[str] | None = None) -> list[str]:
+        """`EgtLM.index`: embed documents into the own index and store their KV states; -> ids."""
+        return self.add_documents(documents, ids)
+
     def retrieve(self, question: str, k: int) -> list[str]:
-        query = self.lm.encode_queries(question)
-        return [text for _, text, _ in self.vectors.search(query, k)]
+        return [hit.document.text for hit in self.search(question, k)]
 
     def answer(
         self,
@@ -193,8 +258,8 @@ class SharedCacheRAG:
         texts = [document_text(d) for d in documents] if documents is not None else self.retrieve(question, k)
         self.remember(texts)
         plan = self.plan(question, texts)
-        model = self.lm._generator()
-        config = generation_config(self.lm.tokenizer, model, max_new_tokens, temperature, 1.0)
+        model = self._generator()
+        config = generation_config(self.tokenizer, model, max_new_tokens, temperature, 1.0)
         config = fit_to_context(model, len(plan.token_ids), config)
         result = AnswerResult("", 0, 0, "stop", documents=texts)
         pieces = self._run(plan, model, config, result, reuse_cache, recompute_tokens, stop)
@@ -222,9 +287,9 @@ class SharedCacheRAG:
         """
         check_recompute_tokens(recompute_tokens)
         prompt = self.render_prompt(messages, **template_kwargs)
-        plan = plan_from_prompt(self.lm.tokenizer, prompt, self.known_documents())
+        plan = plan_from_prompt(self.tokenizer, prompt, self.known_documents())
         result = AnswerResult("", 0, 0, "stop", documents=[s.text or "" for s in plan.documents])
-        model = self.lm._generator()
+        model = self._generator()
         config = fit_to_context(model, len(plan.token_ids), config)
         pieces = self._run(
             plan,
@@ -235,7 +300,7 @@ class SharedCacheRAG:
             recompute_tokens,
             stop,
             logits_processor,
-            alternates=(self.default_prefix(),),
+            alternates=(self.default_prefix(),) if plan.documents else (),
         )
         if stream:
             return ChatStream(pieces, result)
@@ -259,7 +324,8 @@ class SharedCacheRAG:
         (`fit_to_context`), so that an over-long prompt fails at the call, not at the first piece."""
         start = time.perf_counter()
         ids = plan.token_ids
-        problem = self.reuser.rope.reuse_problem(len(ids) + config.max_new_tokens)
+        reuse = reuse and bool(plan.documents)  # nothing to splice: plain generation (no store, no RoPE)
+        problem = self.reuser.rope.reuse_problem(len(ids) + config.max_new_tokens) if reuse else None
         if reuse and problem:
             logger.warning("Not reusing cached states: %s; prefilling the whole prompt.", problem)
         cache, stats = (None, ReuseStats(prefilled_tokens=len(ids), fallback=problem))
@@ -267,7 +333,7 @@ class SharedCacheRAG:
             cache, stats = self.reuser.build(plan, recompute_tokens=recompute_tokens, alternates=alternates)
         yield from stream_generate(
             model,
-            self.lm.tokenizer,
+            self.tokenizer,
             ids,
             config,
             stop=stop,

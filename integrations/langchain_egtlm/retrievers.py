@@ -29,8 +29,7 @@ try:
 except ImportError as e:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from e
 
-from egtlm_core import EgtLM, LazyLM
-from egtlm_core.cache import sha256_text
+from egtlm_core import DocumentIndex, EgtLM, LazyLM, check_k
 
 from ._messages import to_chat_messages
 
@@ -44,7 +43,7 @@ class EgtLMCacheRetriever(BaseRetriever):
 
     Args:
         vectorstore: where vectors live (e.g. `langchain_chroma.Chroma(embedding_function=
-            EgtLMEmbeddings())`); None uses the model's own in-memory index (`EgtLM.index`).
+            EgtLMEmbeddings())`); None keeps them in this retriever's own `egtlm_core.DocumentIndex`.
         model: an `EgtLM`, a model path / hub id, or None for the packaged default: the model whose
             shared cache stores the states, so the same one (and `model_kwargs`) as the chat model's.
         model_kwargs: `EgtLM` loading arguments (torch_dtype, device, ...) as given to `ChatEgtLM`.
@@ -70,7 +69,7 @@ class EgtLMCacheRetriever(BaseRetriever):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     vectorstore: VectorStore | None = None
-    """Where the vectors live; None: the model's own index."""
+    """Where the vectors live; None: this retriever's own in-memory `DocumentIndex`."""
     model: Any = None
     """An `EgtLM`, a model path or hub id, or None for the packaged default (as for `ChatEgtLM`)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -88,7 +87,7 @@ class EgtLMCacheRetriever(BaseRetriever):
 
     _client: LazyLM = PrivateAttr()
     _prefix: tuple[str | None] | None = PrivateAttr(default=None)
-    _documents: dict[str, Document] = PrivateAttr(default_factory=dict)  # own index: id -> document
+    _index: DocumentIndex = PrivateAttr(default_factory=DocumentIndex)  # used without a vectorstore
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def model_post_init(self, context: Any, /) -> None:
@@ -137,15 +136,31 @@ class EgtLMCacheRetriever(BaseRetriever):
             raise ValueError(f"Got {len(ids)} ids for {len(documents)} documents.")
         if not documents:
             return []
-        texts = [d.page_content for d in documents]
-        if self.vectorstore is not None:
-            kwargs = {"ids": list(ids)} if ids is not None else {}
-            doc_ids = self.vectorstore.add_documents(documents, **kwargs)
-        else:
-            doc_ids = self._add_to_own_index(documents, ids)
+        if self.vectorstore is None:
+            given = ids if ids is not None else [d.id for d in documents]
+            return self.lm.rag.add_documents(
+                [d.page_content for d in documents],
+                given if all(given) else None,  # LangChain documents may carry their own ids
+                [d.metadata for d in documents],
+                index=self._index,
+                prefix=self.capture_prefix(),
+                capture_states=self.capture_states,
+            )
+        kwargs = {"ids": list(ids)} if ids is not None else {}
+        doc_ids = self.vectorstore.add_documents(documents, **kwargs)
         if self.capture_states:
-            self.lm.rag.store_states(texts, self.capture_prefix())
+            self.lm.rag.store_states([d.page_content for d in documents], self.capture_prefix())
         return list(doc_ids)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove documents (from the vector store or the own index) and drop their stored states."""
+        ids = list(ids)
+        if self.vectorstore is None:
+            self.lm.rag.delete_documents(ids, index=self._index, prefix=self.capture_prefix())
+            return
+        found = self.vectorstore.get_by_ids(ids)
+        self.vectorstore.delete(ids)
+        self.lm.rag.forget_states([d.page_content for d in found], self.capture_prefix())
 
     def add_texts(
         self,
@@ -167,17 +182,6 @@ class EgtLMCacheRetriever(BaseRetriever):
     ) -> list[str]:
         """`add_documents` off the event loop."""
         return await asyncio.to_thread(self.add_documents, documents, ids)
-
-    def _add_to_own_index(self, documents: list[Document], ids: Sequence[str] | None) -> list[str]:
-        texts = [d.page_content for d in documents]
-        doc_ids = (
-            list(ids) if ids is not None else [d.id or sha256_text(d.page_content)[:16] for d in documents]
-        )
-        vectors = self.lm.encode_documents(texts)
-        self.lm.rag.vectors.add(doc_ids, texts, vectors)
-        for doc_id, doc in zip(doc_ids, documents, strict=True):
-            self._documents.setdefault(doc_id, doc)
-        return doc_ids
 
     @classmethod
     def from_texts(
@@ -208,9 +212,7 @@ class EgtLMCacheRetriever(BaseRetriever):
         k: int | None = None,
         **kwargs: Any,
     ) -> list[Document]:
-        k = self.k if k is None else k
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}.")
+        k = check_k(self.k if k is None else k)
         if self.vectorstore is not None:
             docs = self.vectorstore.similarity_search(query, k=k, **{**self.search_kwargs, **kwargs})
         else:
@@ -231,14 +233,14 @@ class EgtLMCacheRetriever(BaseRetriever):
         return await asyncio.to_thread(call)
 
     def _search_own_index(self, query: str, k: int) -> list[Document]:
-        lm = self.lm
-        hits = lm.rag.vectors.search(lm.encode_queries(query), k)
-        out = []
-        for doc_id, text, score in hits:
-            known = self._documents.get(doc_id)
-            metadata = dict(known.metadata) if known is not None else {}
-            out.append(Document(page_content=text, id=doc_id, metadata={**metadata, SCORE: score}))
-        return out
+        return [
+            Document(
+                page_content=hit.document.text,
+                id=hit.document.id,
+                metadata={**hit.document.metadata, SCORE: hit.score},
+            )
+            for hit in self.lm.search(query, k, index=self._index)
+        ]
 
     def _with_states(self, docs: list[Document]) -> list[Document]:
         """Remember the documents for the chat model and attach the handles of their states."""

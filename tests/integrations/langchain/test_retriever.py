@@ -59,6 +59,27 @@ def test_own_index_k_in_constructor_and_per_call(tiny_lm):
         retriever.invoke(QUESTION, k=0)
 
 
+def test_two_retrievers_on_one_model_keep_their_own_documents(tiny_lm):
+    # Before the core DocumentIndex, vectors were shared per model and metadata per retriever, so
+    # each retriever saw the other's vectors without their metadata.
+    mine = EgtLMCacheRetriever.from_texts(DOCS[:2], metadatas=[{"owner": "me"}] * 2, model=tiny_lm, k=4)
+    yours = EgtLMCacheRetriever.from_texts(DOCS[2:], metadatas=[{"owner": "you"}] * 2, model=tiny_lm, k=4)
+    assert {d.page_content for d in mine.invoke(QUESTION)} == set(DOCS[:2])
+    assert {d.metadata["owner"] for d in yours.invoke(QUESTION)} == {"you"}
+
+
+def test_delete_and_re_add_replace_documents_and_states(tiny_lm):
+    retriever = EgtLMCacheRetriever(model=tiny_lm, k=4)
+    retriever.add_texts(DOCS[:2], ids=["a", "b"])
+    retriever.add_texts([DOCS[3]], ids=["a"])  # same id, new text: replaced, not duplicated
+    assert {d.page_content for d in retriever.invoke(QUESTION)} == {DOCS[3], DOCS[1]}
+    store = tiny_lm.rag.store
+    assert not store.contains(tiny_lm.rag.cache_keys([DOCS[0]])[0])
+    retriever.delete(["b"])
+    assert [d.id for d in retriever.invoke(QUESTION)] == ["a"]
+    assert not store.contains(tiny_lm.rag.cache_keys([DOCS[1]])[0])
+
+
 def test_documents_carry_the_handle_of_their_stored_states(tiny_lm):
     retriever = EgtLMCacheRetriever(model=tiny_lm, k=4)
     ids = retriever.add_texts(DOCS)

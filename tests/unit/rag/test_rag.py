@@ -21,8 +21,8 @@ def test_index_embeds_documents_and_stores_their_states(tiny_llama_dir):
     ids = m.index(DOCS)
     assert len(ids) == 3 and len(set(ids)) == 3 and all(isinstance(i, str) and i for i in ids)
     assert m.index(DOCS) == ids  # ids are stable (content hashes) and re-indexing adds nothing
-    assert m.rag.vectors.ids == ids and m.rag.vectors.texts == DOCS
-    np.testing.assert_allclose(m.rag.vectors.vectors, m.encode_documents(DOCS), atol=1e-5)
+    assert m.documents.ids == ids and m.documents.texts == DOCS
+    np.testing.assert_allclose(m.documents.vectors, m.encode_documents(DOCS), atol=1e-5)
     assert len(m.rag.store) == len(DOCS) + 1  # the documents and the prefix
 
     result = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
@@ -39,7 +39,7 @@ def test_a_document_past_the_context_is_embedded_but_not_captured(tiny_llama_dir
     messages = [str(w.message) for w in caught]
     assert any("truncated" in msg for msg in messages)  # the embedding reads its first tokens
     assert any("positions [0]" in msg and "split long texts into chunks" in msg for msg in messages)
-    assert len(ids) == 2 and m.rag.vectors.ids == ids  # still retrievable
+    assert len(ids) == 2 and m.documents.ids == ids  # still retrievable
     assert len(store) == 2  # the shared prefix and the short document, not the long one
     with pytest.raises(ValueError, match="context holds"):
         m.answer("What is it?", documents=[long])
@@ -49,7 +49,7 @@ def test_index_with_explicit_ids_and_dict_documents(tiny_llama_dir):
     m = load(tiny_llama_dir)
     docs = [{"title": "France", "text": DOCS[0]}, DOCS[1]]
     assert m.index(docs, ids=["a", "b"]) == ["a", "b"]
-    assert m.rag.vectors.texts == [f"France {DOCS[0]}", DOCS[1]]
+    assert m.documents.texts == [f"France {DOCS[0]}", DOCS[1]]
     with pytest.raises(ValueError):
         m.index(DOCS, ids=["only-one"])
     assert m.index([]) == []
