@@ -38,7 +38,6 @@ import random
 import re
 import shutil
 import statistics
-import string
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ from _common import machine_facts  # noqa: E402
 
 from egtlm_core import EgtLM  # noqa: E402
 from egtlm_core.cache import DiskTier, MemoryTier  # noqa: E402
+from egtlm_core.evaluation.answers import answer_metrics  # noqa: E402
 from egtlm_core.generation.chat import generation_config  # noqa: E402
 from egtlm_core.modeling.compat import cache_kwarg  # noqa: E402
 from egtlm_core.rag.engine import SharedCacheRAG  # noqa: E402
@@ -68,33 +68,6 @@ TARGET_INT8_TOP1 = 0.99
 
 
 # --- machine, data, metrics -----------------------------------------------------------------------
-
-
-def normalize(text: str) -> str:
-    """SQuAD answer normalisation: lowercase, drop punctuation and articles, collapse whitespace."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def f1_score(prediction: str, gold: str) -> float:
-    pred, ref = normalize(prediction).split(), normalize(gold).split()
-    common = collections.Counter(pred) & collections.Counter(ref)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def answer_metrics(prediction: str, golds: list[str]) -> dict[str, float]:
-    p = normalize(prediction)
-    return {
-        "match": float(any(normalize(g) in p for g in golds)),
-        "f1": max(f1_score(prediction, g) for g in golds),
-        "em": float(any(normalize(g) == p for g in golds)),
-    }
 
 
 def tfidf_recall(contexts: list[str], questions: list[dict[str, Any]], k: int) -> float:
