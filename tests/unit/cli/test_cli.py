@@ -16,7 +16,8 @@ import transformers
 
 import egtlm_core
 from egtlm_core import EgtLM, format_instruction
-from egtlm_core.cli.main import main, split_lines
+from egtlm_core.cli.io import split_lines
+from egtlm_core.cli.main import main
 from egtlm_core.loading import devices
 
 REPO = Path(__file__).resolve().parents[2]

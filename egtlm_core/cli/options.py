@@ -1,0 +1,57 @@
+"""Options and helpers every `egtlm` subcommand shares: exit codes, number parsing, model loading."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..model import EgtLM
+
+logger = logging.getLogger(__name__)
+
+
+EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+PROGRESS_MIN_BATCHES = 4  # show a progress bar when the input spans more batches than this
+
+
+# --------------------------------------------------------------------------- argument parsing
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every subcommand takes (`--verbose` also works before the subcommand)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress (INFO)"
+    )
+    return p
+
+
+def _model_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help="model directory, .gguf file or hub id (default: the packaged SmolLM2-135M-Instruct)",
+    )
+    p.add_argument("--dtype", default="auto", help="auto (default), float32, bfloat16 or float16")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    return p
+
+
+def load_model(args: argparse.Namespace, mode: str) -> EgtLM:
+    """An `EgtLM` from the shared model options (and the encode options, where given)."""
+    names = ("pooling", "attention", "prompt_format")
+    settings = {k: v for k in names if (v := getattr(args, k, None)) is not None}
+    logger.info("Loading %s (mode=%s)", args.model or "the default model", mode)
+    return EgtLM(args.model, mode=mode, torch_dtype=args.dtype, device=args.device, **settings)
