@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .disk import DiskTier
 from .entry import CAPTURES, CacheKey, KVEntry, sha256_text
 from .quantize import dequantize_int8, quantize_int8
-from .tiers import CacheStats, CacheTier, DiskTier, MemoryTier, TieredStore
+from .tiers import CacheStats, CacheTier, MemoryTier, TieredStore
 
 __all__ = [
     "CAPTURES",

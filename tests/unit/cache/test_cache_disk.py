@@ -49,7 +49,7 @@ def test_write_failure_is_logged_not_raised(tmp_path, make_key, make_entry, monk
 
     disk = DiskTier(tmp_path)
     monkeypatch.setattr(os, "replace", fail)
-    with caplog.at_level(logging.WARNING, logger="egtlm_core.cache.tiers"):
+    with caplog.at_level(logging.WARNING, logger="egtlm_core.cache.disk"):
         disk.put(make_key("a"), make_entry())
     assert "disk full" in caplog.text
     assert list(tmp_path.iterdir()) == []
@@ -115,7 +115,7 @@ def test_bad_file_is_a_counted_miss_and_is_deleted(
     disk.put(key, make_entry())
     damage(disk, key, make_key, make_entry)
     assert disk.path_for(key).exists()
-    with caplog.at_level(logging.WARNING, logger="egtlm_core.cache.tiers"):
+    with caplog.at_level(logging.WARNING, logger="egtlm_core.cache.disk"):
         assert disk.get(key) is None
     assert "dropping bad cache file" in caplog.text
     assert not disk.path_for(key).exists()

@@ -214,7 +214,7 @@ def test_disk_budget_counts_files_already_there(tmp_path, make_key, make_entry):
 
 def test_disk_entry_over_budget_is_not_stored(tmp_path, make_key, make_entry, caplog):
     tier = DiskTier(tmp_path / "kv", max_bytes=100)
-    with caplog.at_level(logging.WARNING, logger="egtlm_core.cache.tiers"):
+    with caplog.at_level(logging.WARNING, logger="egtlm_core.cache.disk"):
         tier.put(make_key("a"), make_entry())
     assert "exceeds the budget" in caplog.text
     assert not tier.contains(make_key("a")) and tier.stats.puts == 0
