@@ -36,11 +36,11 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_eval_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    """Register `egtlm eval` on the subcommand parser."""
+def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add `egtlm eval` to the subcommands; MODEL is positional here, so a shared --model is left out."""
     p = sub.add_parser(
         "eval",
-        parents=parents,
+        parents=[q for q in parents if "--model" not in q._option_string_actions],
         help="evaluate a model on STS, retrieval and RAG sets (local data)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

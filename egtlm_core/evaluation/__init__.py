@@ -19,20 +19,32 @@ from .datasets import (
     read_zh_stsb,
     subsample,
 )
+from .rag import evaluate_rag
+from .retrieval import evaluate_retrieval, ndcg_at_k, recall_at_k, reciprocal_rank
+from .runner import HEADLINE, TASKS, EvalOptions, run_eval
 from .sts import evaluate_sts, spearman
 
 __all__ = [
+    "HEADLINE",
+    "TASKS",
     "DataError",
+    "EvalOptions",
     "QAItem",
     "QASet",
     "RetrievalSet",
     "ScoredPair",
     "data_dir",
+    "evaluate_rag",
+    "evaluate_retrieval",
     "evaluate_sts",
+    "ndcg_at_k",
     "read_scifact",
     "read_stsb",
     "read_xquad",
     "read_zh_stsb",
+    "recall_at_k",
+    "reciprocal_rank",
+    "run_eval",
     "spearman",
     "subsample",
 ]
