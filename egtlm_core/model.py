@@ -14,6 +14,7 @@ import torch
 
 from .config import EgtLMConfig
 from .embedding.encoding import EmbeddingPass, tokenize_for_embedding, warn_truncated
+from .embedding.inputs import check_texts
 from .embedding.prompts import document_text, format_instruction
 from .generation.chat import (
     ChatResult,
@@ -58,27 +59,6 @@ CPU_BATCH_TOKENS = 1024
 
 # Arguments GritLM / MTEB callers pass to encode that have no effect here (numpy is the default output).
 _ACCEPTED_IGNORED = {"convert_to_numpy", "recast", "add_special_tokens", "prompt_name", "task_name"}
-
-
-def check_texts(texts: Any) -> tuple[list[str], bool]:
-    """-> (texts as a list, whether a single string was given). Errors name the bad item."""
-    if isinstance(texts, str):
-        texts = [texts]
-        single = True
-    elif texts is None or not isinstance(texts, Sequence):
-        raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}.")
-    else:
-        single = False
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__}: {t!r:.60}.")
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise ValueError(
-            f"texts{empty[:10]} {'is' if len(empty) == 1 else 'are'} empty or whitespace; an empty text has "
-            "no meaning to embed. Drop those items or replace them with a placeholder before encoding."
-        )
-    return list(texts), single
 
 
 class EgtLM:
