@@ -1,0 +1,111 @@
+"""The layout holds: no import cycle in egtlm_core, no framework import in it, adapters on public names."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE = ROOT / "egtlm_core"
+ADAPTERS = ROOT / "integrations"
+FRAMEWORKS = ("langchain", "langchain_core", "llama_index", "sentence_transformers", "chromadb")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, imported names) of every import outside `if TYPE_CHECKING:` blocks."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(n) for n in ast.walk(node))
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, node.module] if node.module else base)
+            found.append((module, [alias.name for alias in node.names]))
+    return found
+
+
+def _core_graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in CORE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for module, names in _runtime_imports(path):
+            # "from . import x" names a submodule; "from .a import b" depends on module a
+            targets = [f"{module}.{n}" for n in names if f"{module}.{n}" in modules] or [module]
+            edges.update(t for t in targets if t in modules and t != name)
+        graph[name] = edges
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_finder_sees_a_cycle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_core_imports_have_no_cycle():
+    graph = _core_graph()
+    # Package __init__ files re-export their modules; what matters is that modules never import up.
+    modules_only = {
+        k: {v for v in vs if not (CORE.parent / v.replace(".", "/") / "__init__.py").exists()}
+        for k, vs in graph.items()
+        if not (CORE.parent / k.replace(".", "/") / "__init__.py").exists()
+    }
+    assert _find_cycle(modules_only) is None, _find_cycle(modules_only)
+    assert "egtlm_core.model" not in graph["egtlm_core.rag.engine"]
+
+
+def test_core_imports_no_rag_framework():
+    for path in CORE.rglob("*.py"):
+        for module, _ in _runtime_imports(path):
+            assert module.split(".")[0] not in FRAMEWORKS, f"{path.relative_to(ROOT)} imports {module}"
+
+
+@pytest.mark.parametrize("path", sorted(ADAPTERS.rglob("*.py")), ids=lambda p: str(p.relative_to(ADAPTERS)))
+def test_adapters_use_public_core_names_only(path: Path):
+    """Adapters import `egtlm_core` or a subpackage's public names, never a module's internals."""
+    import importlib
+
+    for module, names in _runtime_imports(path):
+        if module.split(".")[0] != "egtlm_core":
+            continue
+        package = importlib.import_module(module)
+        assert hasattr(package, "__path__"), f"{path.name} imports the module {module}; import its package"
+        public = set(getattr(package, "__all__", ()))
+        assert set(names) <= public, f"{path.name} imports {sorted(set(names) - public)} from {module}"
