@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..evaluation.datasets import data_dir
 from ..evaluation.runner import ALIASES, DESCRIPTION, HEADLINE, TASKS, EvalOptions, run_eval
 from ..evaluation.sts import SIDES
 from .io import UsageError
@@ -92,6 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.json is not None and not args.json.parent.is_dir():
         raise UsageError(f"The folder of --json {args.json} does not exist.")
+    data_dir(args.data_dir)  # a missing data folder fails before the model loads
     if args.threads:
         torch.set_num_threads(args.threads)
     options = EvalOptions(

@@ -105,3 +105,22 @@ def test_cli_rejects_bad_input(tmp_path):
     args = parse(["eval", "default", "--task", "sts", "--json", str(tmp_path / "no" / "r.json")])
     with pytest.raises(ValueError, match="does not exist"):
         eval_cli.cmd_eval(args)
+
+
+def test_egtlm_main_runs_eval(tiny_llama_dir, data_root, tmp_path, capsys):
+    from egtlm_core.cli.main import main
+
+    argv = [
+        "eval",
+        str(tiny_llama_dir),
+        "--task",
+        "zh_sts",
+        "--data-dir",
+        str(data_root),
+        "--dtype",
+        "float32",
+    ]
+    assert main(argv) == 0
+    assert "| zh_sts | Chinese STS-B Spearman |" in capsys.readouterr().out
+    assert main([*argv[:4], "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert "EGTLM_DATA_DIR" in capsys.readouterr().err
