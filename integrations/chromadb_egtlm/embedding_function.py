@@ -1,0 +1,193 @@
+"""`EgtLMEmbeddingFunction`: a Chroma embedding function over `EgtLM.encode_documents` / `encode_queries`.
+
+Registered under the name "egtlm": a collection stores `get_config()` with its configuration, and
+any process that has imported `chromadb_egtlm` rebuilds the same function (same model, same
+settings) when it opens the collection without passing one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
+    from chromadb.utils.embedding_functions import register_embedding_function
+except ImportError as err:  # pragma: no cover - the extra is missing
+    raise ImportError("chromadb_egtlm needs chromadb: pip install 'egtlm[chroma]'") from err
+
+from egtlm_core import EgtLM, EgtLMConfig, LazyLM
+
+# Settings that change what a text embeds to: a persisted collection must rebuild them unchanged.
+EMBEDDING_SETTINGS = (
+    "pooling",
+    "attention",
+    "normalize",
+    "embed_eos",
+    "prompt_format",
+    "prompt_template",
+    "query_instruction",
+    "document_instruction",
+    "max_length",
+)
+_CONFIG_KEYS = ("model", "mode", "model_kwargs", "batch_size", "dimensions", *EMBEDDING_SETTINGS)
+_MODES = ("unified", "embedding")
+_PRIMITIVES = (str, int, float, bool, type(None))
+
+
+@register_embedding_function
+class EgtLMEmbeddingFunction(EmbeddingFunction[Documents]):
+    """Chroma embeddings from one decoder model that also generates (shared with the other adapters).
+
+    Construction is cheap: the weights load on the first call, through egtlm's shared registry, so a
+    LangChain or LlamaIndex chat model on the same model uses the same copy.
+
+    Example:
+        >>> import chromadb
+        >>> from chromadb_egtlm import EgtLMEmbeddingFunction
+        >>> client = chromadb.PersistentClient(path="db")
+        >>> docs = client.get_or_create_collection("docs", embedding_function=EgtLMEmbeddingFunction())
+        >>> docs.add(ids=["1"], documents=["Paris is the capital of France."])
+        >>> docs.query(query_texts=["capital of France?"], n_results=1)["ids"]
+        [['1']]
+
+    Args:
+        model: a local path or hub id, None for the packaged default model, or an `EgtLM` (its
+            settings and source are what `get_config` records).
+        mode: "unified" (a chat model on the same weights shares them) or "embedding" (no LM head).
+        model_kwargs: loading arguments for `EgtLM` (torch_dtype, device, ...); JSON values only,
+            since they are persisted with the collection.
+        batch_size: texts per forward pass (None: the model's default).
+        dimensions: keep the first `dimensions` components (Matryoshka, re-normalised).
+        **settings: `EgtLMConfig` settings that decide the vectors (pooling, attention,
+            query_instruction, document_instruction, prompt_format, max_length, ...).
+    """
+
+    def __init__(
+        self,
+        model: EgtLM | str | os.PathLike | None = None,
+        *,
+        mode: str = "unified",
+        model_kwargs: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        dimensions: int | None = None,
+        **settings: Any,
+    ) -> None:
+        if isinstance(model, EgtLM):
+            if settings or model_kwargs or mode != model.config.mode:
+                raise ValueError("model is an EgtLM instance; set its settings on that EgtLM instead.")
+            settings = {name: getattr(model.config, name) for name in EMBEDDING_SETTINGS}
+            self.model: str | None = _source_name(model)
+            mode = model.config.mode
+        else:
+            self.model = None if model is None else os.fspath(model)
+        self.mode = mode
+        self.model_kwargs = dict(model_kwargs or {})
+        self.batch_size, self.dimensions = batch_size, dimensions
+        self.settings = dict(settings)
+        self.validate_config(self.get_config())
+        self._lazy = LazyLM(
+            model if isinstance(model, EgtLM) else self.model,
+            mode=mode,
+            model_kwargs=self.model_kwargs,
+            config=None if isinstance(model, EgtLM) else self.settings,
+        )
+
+    @property
+    def client(self) -> EgtLM:
+        """The `EgtLM` doing the work (loaded on first use)."""
+        return self._lazy.get()
+
+    def _encode_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"dim": self.dimensions}
+        if self.batch_size is not None:
+            kwargs["batch_size"] = self.batch_size
+        return kwargs
+
+    def __call__(self, input: Documents) -> Embeddings:
+        """Embed documents with the document instruction."""
+        return list(self.client.encode_documents(_texts(input), **self._encode_kwargs()))
+
+    def embed_query(self, input: Documents) -> Embeddings:
+        """Embed queries with the query instruction (Chroma calls this for `query_texts`)."""
+        return list(self.client.encode_queries(_texts(input), **self._encode_kwargs()))
+
+    @staticmethod
+    def name() -> str:
+        return "egtlm"
+
+    def default_space(self) -> Space:
+        return "cosine"  # vectors are L2-normalised by default, where cosine, ip and l2 rank alike
+
+    def supported_spaces(self) -> list[Space]:
+        return ["cosine", "ip", "l2"]
+
+    def get_config(self) -> dict[str, Any]:
+        """What a persisted collection stores to rebuild this function (JSON values only)."""
+        return {
+            "model": self.model,
+            "mode": self.mode,
+            "model_kwargs": dict(self.model_kwargs),
+            "batch_size": self.batch_size,
+            "dimensions": self.dimensions,
+            **self.settings,
+        }
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> EgtLMEmbeddingFunction:
+        """The function a collection's stored config describes (Chroma calls this on open)."""
+        EgtLMEmbeddingFunction.validate_config(config)
+        return EgtLMEmbeddingFunction(**config)
+
+    @staticmethod
+    def validate_config(config: dict[str, Any]) -> None:
+        """Reject configs that would not rebuild the same function; messages name the bad key."""
+        unknown = set(config) - set(_CONFIG_KEYS)
+        if unknown:
+            raise ValueError(
+                f"Unknown egtlm embedding config keys {sorted(unknown)}; expected {_CONFIG_KEYS}."
+            )
+        if config.get("mode", "unified") not in _MODES:
+            raise ValueError(f"Unknown mode {config['mode']!r}; expected one of {_MODES}.")
+        if not isinstance(config.get("model"), (str, type(None))):
+            raise ValueError(f"model must be a path, a hub id or None, got {config['model']!r}.")
+        for key in ("batch_size", "dimensions"):
+            value = config.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key} must be a positive integer or None, got {value!r}.")
+        model_kwargs = config.get("model_kwargs") or {}
+        bad = [k for k, v in dict(model_kwargs).items() if not isinstance(v, _PRIMITIVES)]
+        if bad:
+            raise ValueError(f"model_kwargs {bad} are not JSON values; a collection cannot persist them.")
+        settings = {k: v for k, v in config.items() if k in EMBEDDING_SETTINGS}
+        EgtLMConfig.from_kwargs({"mode": config.get("mode", "unified"), **settings})
+
+    def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
+        """Refuse changes that alter the vectors of an existing collection (batch size may change)."""
+        fixed = ("model", "dimensions", *EMBEDDING_SETTINGS)
+        changed = [k for k in fixed if old_config.get(k) != new_config.get(k)]
+        if changed:
+            raise ValueError(
+                f"Changing {changed} would make new vectors incomparable with the stored ones; "
+                "create a new collection and re-embed the documents instead."
+            )
+
+    def __repr__(self) -> str:
+        return f"EgtLMEmbeddingFunction(model={self.model!r}, mode={self.mode!r}, {self.settings})"
+
+
+def _source_name(lm: EgtLM) -> str | None:
+    """How a config names an `EgtLM`'s weights: None for the packaged default (portable)."""
+    source = lm.source
+    if source.kind == "default":
+        return None
+    if source.kind == "gguf":
+        return os.path.join(source.path, source.gguf_file or "")
+    return source.path
+
+
+def _texts(input: Documents) -> list[str]:
+    if isinstance(input, str):
+        return [input]  # Chroma normalises one string to a list; be as forgiving when called directly
+    return list(input)

@@ -1,0 +1,143 @@
+"""`EgtLMEmbeddingFunction` in Chroma: the contract methods, a persisted collection rebuilt in a new
+process (PersistentClient and a real `chroma run` server), conflicts, and the model a config names.
+Tiny random models unless marked slow."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import chromadb
+import numpy as np
+import pytest
+from chroma_session import DOCS, QUERIES
+from chromadb.config import Settings
+from chromadb.utils.embedding_functions import known_embedding_functions
+from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_V2
+from chromadb_egtlm import EgtLMEmbeddingFunction
+from conftest import run_session
+
+from egtlm_core import EgtLM
+
+FLOAT32 = {"torch_dtype": "float32"}
+
+
+@pytest.fixture
+def ef(tiny_llama_dir) -> EgtLMEmbeddingFunction:
+    return EgtLMEmbeddingFunction(str(tiny_llama_dir), model_kwargs=FLOAT32)
+
+
+def persistent(path) -> chromadb.api.ClientAPI:
+    return chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+
+
+def test_registered_cheap_and_lazy(tiny_llama_dir):
+    assert known_embedding_functions["egtlm"] is EgtLMEmbeddingFunction
+    start = time.perf_counter()
+    made = [EgtLMEmbeddingFunction(str(tiny_llama_dir), pooling="mean") for _ in range(10)]
+    assert time.perf_counter() - start < 0.5
+    assert not any(f._lazy.loaded for f in made)
+    assert EgtLMEmbeddingFunction.name() == "egtlm"
+    assert made[0].default_space() == "cosine" and "cosine" in made[0].supported_spaces()
+
+
+def test_documents_and_queries_embed_as_egtlm(ef, tiny_llama_dir):
+    lm = EgtLM(str(tiny_llama_dir), torch_dtype="float32")
+    texts = list(DOCS.values())
+    assert np.abs(np.stack(ef(texts)) - lm.encode_documents(texts)).max() <= 1e-5
+    assert np.abs(np.stack(ef.embed_query(QUERIES)) - lm.encode_queries(QUERIES)).max() <= 1e-5
+    small = EgtLMEmbeddingFunction(str(tiny_llama_dir), model_kwargs=FLOAT32, dimensions=16)
+    assert np.abs(np.stack(small(texts)) - lm.encode_documents(texts, dim=16)).max() <= 1e-5
+
+
+def test_config_round_trip_is_json(tiny_llama_dir):
+    ef = EgtLMEmbeddingFunction(
+        str(tiny_llama_dir),
+        model_kwargs=FLOAT32,
+        pooling="mean",
+        query_instruction="Find claims",
+        batch_size=4,
+    )
+    config = json.loads(json.dumps(ef.get_config()))
+    rebuilt = EgtLMEmbeddingFunction.build_from_config(config)
+    assert rebuilt.get_config() == ef.get_config()
+    assert config["model"] == str(tiny_llama_dir) and config["pooling"] == "mean"
+
+
+def test_from_an_egtlm_instance_records_its_source_and_settings(tiny_llama_dir):
+    lm = EgtLM(str(tiny_llama_dir), torch_dtype="float32", attention="bidirectional", pooling="mean")
+    config = EgtLMEmbeddingFunction(lm).get_config()
+    assert config["model"] == str(tiny_llama_dir.resolve())
+    assert config["attention"] == "bidirectional" and config["pooling"] == "mean"
+    rebuilt = EgtLMEmbeddingFunction.build_from_config({**config, "model_kwargs": FLOAT32})
+    texts = list(DOCS.values())
+    assert np.abs(np.stack(rebuilt(texts)) - lm.encode_documents(texts)).max() <= 1e-5
+
+
+def test_bad_configs_name_the_problem(tiny_llama_dir):
+    with pytest.raises(ValueError, match="Unknown pooling 'bogus'"):
+        EgtLMEmbeddingFunction(pooling="bogus")
+    with pytest.raises(ValueError, match="Unknown egtlm embedding config keys \\['colour'\\]"):
+        EgtLMEmbeddingFunction.validate_config({"model": None, "colour": "red"})
+    with pytest.raises(ValueError, match="not JSON values"):
+        EgtLMEmbeddingFunction(model_kwargs={"torch_dtype": object()})
+    with pytest.raises(ValueError, match="Unknown mode 'generative'"):
+        EgtLMEmbeddingFunction(mode="generative")
+    with pytest.raises(ValueError, match="dimensions must be a positive integer"):
+        EgtLMEmbeddingFunction(dimensions=0)
+    lm = EgtLM(str(tiny_llama_dir), torch_dtype="float32")
+    with pytest.raises(ValueError, match="EgtLM instance"):
+        EgtLMEmbeddingFunction(lm, pooling="mean")
+
+
+def test_query_ranks_by_the_query_instruction(ef, tiny_llama_dir, tmp_path):
+    """Chroma's nearest neighbours equal cosine ranking of encode_queries vs encode_documents."""
+    collection = persistent(tmp_path).create_collection("docs", embedding_function=ef)
+    assert collection.configuration_json["hnsw"]["space"] == "cosine"
+    collection.add(ids=list(DOCS), documents=list(DOCS.values()))
+    found = collection.query(query_texts=QUERIES, n_results=4)
+    lm = EgtLM(str(tiny_llama_dir), torch_dtype="float32")
+    scores = lm.encode_queries(QUERIES) @ lm.encode_documents(list(DOCS.values())).T
+    expected = [[list(DOCS)[i] for i in np.argsort(-row)] for row in scores]
+    assert found["ids"] == expected
+    assert np.allclose(found["distances"], 1 - np.sort(scores, axis=1)[:, ::-1], atol=1e-5)
+
+
+def test_config_update_that_changes_vectors_is_refused(ef, tiny_llama_dir, tmp_path):
+    collection = persistent(tmp_path).create_collection("docs", embedding_function=ef)
+    other = EgtLMEmbeddingFunction(str(tiny_llama_dir), model_kwargs=FLOAT32, pooling="mean")
+    with pytest.raises(ValueError, match=r"Changing \['pooling'\]"):
+        collection.modify(configuration={"embedding_function": other})
+
+
+def test_conflicting_embedding_function_gets_chromas_error(ef, tmp_path):
+    persistent(tmp_path).create_collection("docs", embedding_function=ef)
+    with pytest.raises(
+        ValueError, match="Embedding function conflict: new: onnx_mini_lm_l6_v2 vs persisted: egtlm"
+    ):
+        persistent(tmp_path).get_collection("docs", embedding_function=ONNXMiniLM_L6_V2())
+
+
+def check_reopened(written: dict, reopened: dict, model_dir: str) -> None:
+    assert reopened["ids"] == written["ids"]
+    assert np.allclose(reopened["distances"], written["distances"], atol=1e-6)
+    assert reopened["embedding_function"] == written["embedding_function"]
+    assert reopened["embedding_function"]["name"] == "egtlm"
+    assert reopened["embedding_function"]["config"]["model"] == model_dir
+    # The stored config named the tiny model: that is what the new process loaded, not the default.
+    assert reopened["rebuilt"] == "EgtLMEmbeddingFunction" and reopened["rebuilt_source"] == model_dir
+    assert reopened["loaded"] == [model_dir] and reopened["dimension"] == 64
+
+
+def test_persistent_collection_rebuilt_in_a_new_process(tiny_llama_dir, tmp_path):
+    model = str(tiny_llama_dir)
+    written = run_session("write", "--path", str(tmp_path / "db"), "--name", "docs", "--model", model)
+    reopened = run_session("query", "--path", str(tmp_path / "db"), "--name", "docs")
+    check_reopened(written, reopened, model)
+
+
+def test_chroma_server_collection_rebuilt_in_a_new_process(tiny_llama_dir, chroma_server):
+    model = str(tiny_llama_dir)
+    written = run_session("write", "--http", chroma_server, "--name", "docs", "--model", model)
+    reopened = run_session("query", "--http", chroma_server, "--name", "docs")
+    check_reopened(written, reopened, model)
