@@ -125,7 +125,8 @@ def main() -> None:
             print(f"A: {message.content}")
             print(
                 f"   reused {s['reused_tokens']} prompt tokens, prefilled {s['prefilled_tokens']}; "
-                f"hits {s.get('hits')} (approximate {s.get('approximate_hits')}), misses {s.get('misses')}"
+                f"document slots: {s.get('exact_slots')} exact, {s.get('approximate_slots')} approximate; "
+                f"misses {s.get('misses')}"
             )
             print(
                 f"   time to first token {s['ttft_s'] * 1e3:.0f} ms with reuse vs "

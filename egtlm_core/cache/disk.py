@@ -61,6 +61,10 @@ class DiskTier(CacheTier):
     def path_for(self, key: CacheKey) -> Path:
         return self.directory / f"{key.to_string()}{SUFFIX}"
 
+    @property
+    def storage(self) -> str:
+        return "int8" if self.int8 else "native"
+
     def contains(self, key: CacheKey) -> bool:
         return self.path_for(key).is_file()
 

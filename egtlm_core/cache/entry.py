@@ -35,6 +35,9 @@ class CacheKey:
         rope: Fingerprint of the RoPE configuration (theta, scaling).
         prefix: Hash of the fixed prompt prefix the document was captured after.
         text: Hex sha256 of the document text.
+        attention: The attention kernel the states were computed with (e.g. "sdpa", "eager").
+        storage: How the store keeps them: "native" or "int8" (a store that quantizes never shares
+            entries with one that does not).
 
     Example:
         >>> key = CacheKey.for_text("Paris is in France.", model="m", tokenizer="t", dtype="float32",
@@ -50,6 +53,8 @@ class CacheKey:
     rope: str
     prefix: str
     text: str
+    attention: str = "default"
+    storage: str = "native"
 
     def __post_init__(self) -> None:
         for f in fields(self):

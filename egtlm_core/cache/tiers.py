@@ -59,6 +59,11 @@ class CacheTier(ABC):
         if name is not None:
             self.name = name
 
+    @property
+    def storage(self) -> str:
+        """How entries are kept: "native" (as put) or "int8"; part of every cache key."""
+        return "native"
+
     @abstractmethod
     def contains(self, key: CacheKey) -> bool:
         """Whether an entry is stored (a later `get` may still miss if it is corrupt or evicted)."""
@@ -211,6 +216,11 @@ class TieredStore(CacheTier):
             raise ValueError("TieredStore needs at least one tier.")
         super().__init__(name)
         self.tiers: tuple[CacheTier, ...] = tuple(tiers)
+
+    @property
+    def storage(self) -> str:
+        """"int8" when any tier quantizes: a hit may then come back dequantized."""
+        return "int8" if any(tier.storage == "int8" for tier in self.tiers) else "native"
 
     def contains(self, key: CacheKey) -> bool:
         return any(tier.contains(key) for tier in self.tiers)

@@ -61,3 +61,8 @@ def use_egtlm_kernel(model: Any) -> None:
     config = getattr(model, "config", None)
     if getattr(config, "_attn_implementation", None) == "sdpa" and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(register())
+
+
+def attention_kernel(model: Any) -> str:
+    """The attention implementation a model runs (part of cache keys: kernels round differently)."""
+    return str(getattr(model.config, "_attn_implementation", None) or "default")

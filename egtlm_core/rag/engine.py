@@ -22,9 +22,10 @@ from ..embedding.prompts import document_text
 from ..generation.chat import ChatResult, ChatStream, fit_to_context, generation_config, stream_generate
 from ..loading.default_model import cache_root
 from ..loading.registry import LoadedModel
+from ..modeling.kernels import attention_kernel
 from .index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
 from .kv_reuse import KVReuser, ReuseStats, check_recompute_tokens
-from .matching import plan_from_prompt
+from .matching import KnownDocument, plan_from_prompt
 from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, _ids, rag_layout
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class SharedCacheRAG:
         # are found in prompts by the others.
         with loaded.lock:
             known = loaded.shared.setdefault("known_documents", (OrderedDict(), threading.Lock()))
-        self._known: OrderedDict[str, None] = known[0]  # document texts `chat` looks for
+        self._known: OrderedDict[str, KnownDocument] = known[0]  # documents `chat` looks for
         self._known_lock: threading.Lock = known[1]
 
     # --- built on first use -----------------------------------------------------------------------
@@ -112,13 +113,23 @@ class SharedCacheRAG:
         """Capture, fetch, re-rotate and splice states (inspects the model's RoPE on first use)."""
         with self._lock:
             if self._reuser is None:
+                shared = self.loaded.shared
+                with self.loaded.lock:
+                    ram = shared.setdefault("kv_ram", MemoryTier(max_bytes=256 << 20))
+                    persistent = shared.setdefault("kv_persistent_prefixes", set())
+                store = self.store
                 self._reuser = KVReuser(
                     self.loaded.body,
                     self.tokenizer,
                     self.loaded.source.fingerprint(),
-                    self.store,
+                    store,
                     capture=self.capture,
+                    ram=ram,
+                    persistent_prefixes=persistent,
+                    attention=attention_kernel(self.loaded.body),
+                    storage=store.storage,
                 )
+                self._reuser.register_prefix(self.default_prefix())
             return self._reuser
 
     def _generator(self) -> Any:
@@ -130,17 +141,21 @@ class SharedCacheRAG:
         return self.loaded.model
 
     def remember(self, texts: Sequence[str]) -> None:
-        """Mark texts as documents whose states `chat` may splice when they appear in a prompt."""
+        """Hand out texts as documents whose states `chat` may splice when they appear in a prompt.
+
+        Retrievers call this for what they return; only these texts are looked for in prompts.
+        """
+        known = [KnownDocument(t, _ids(self.tokenizer, t)) for t in texts]
         with self._known_lock:
-            for t in texts:
-                self._known[t] = None
-                self._known.move_to_end(t)
+            for doc in known:
+                self._known[doc.text] = doc
+                self._known.move_to_end(doc.text)
             while len(self._known) > MAX_KNOWN_DOCUMENTS:
                 self._known.popitem(last=False)
 
-    def known_documents(self) -> list[str]:
+    def known_documents(self) -> list[KnownDocument]:
         with self._known_lock:
-            return list(self._known)
+            return list(self._known.values())
 
     def default_prefix(self) -> Segment:
         """The prefix documents are captured after at indexing time (the default layout's head)."""
@@ -158,7 +173,7 @@ class SharedCacheRAG:
         return [self.reuser.key(Segment(_ids(self.tokenizer, t), text=t), head) for t in texts]
 
     def store_states(self, texts: Sequence[str], prefix: str | None = None) -> list[CacheKey]:
-        """Capture and store documents' KV states (no embedding) and remember them; returns their keys.
+        """Capture and store documents' KV states (no embedding); returns their keys.
 
         `prefix` is the rendered prompt text a chain puts before its documents (`render_prompt`);
         captured after it, the first document slot of that chain's prompts is exact. Default: the
@@ -166,7 +181,7 @@ class SharedCacheRAG:
         """
         head = self.prefix_segment(prefix)
         segments = [Segment(_ids(self.tokenizer, t), text=t) for t in texts]
-        self.remember(texts)
+        self.reuser.register_prefix(head)  # a registered head may be persisted with its documents
         self.reuser.index(segments, head)
         return [self.reuser.key(s, head) for s in segments]
 
@@ -207,8 +222,6 @@ class SharedCacheRAG:
         self.forget_states([d.text for d in replaced], prefix)
         if capture_states:
             self.store_states(texts, prefix)
-        else:
-            self.remember(texts)
         return doc_ids
 
     def delete_documents(
@@ -226,11 +239,17 @@ class SharedCacheRAG:
                 self.store.remove(key)
 
     def search(self, query: str, k: int, *, index: DocumentIndex | None = None) -> list[ScoredDocument]:
-        """The `k` documents of `index` (default: this engine's own) most similar to `query`."""
+        """The `k` documents of `index` (default: this engine's own) most similar to `query`.
+
+        The hits are handed out: a later `chat(reuse_cache=True)` splices their states where their
+        text appears in the prompt.
+        """
         check_k(k)
         if not isinstance(query, str) or not query.strip():
             raise ValueError("query must be a non-empty string.")
-        return (self.documents if index is None else index).search(self.encoder.encode_queries(query), k)
+        hits = (self.documents if index is None else index).search(self.encoder.encode_queries(query), k)
+        self.remember([hit.document.text for hit in hits])  # handed out: `chat` may splice them
+        return hits
 
     def index(self, documents: Sequence[Any], ids: Sequence[str] | None = None) -> list[str]:
         """`EgtLM.index`: embed documents into the own index and store their KV states; -> ids."""
@@ -256,7 +275,6 @@ class SharedCacheRAG:
             raise ValueError("question must be a non-empty string.")
         check_recompute_tokens(recompute_tokens)
         texts = [document_text(d) for d in documents] if documents is not None else self.retrieve(question, k)
-        self.remember(texts)
         plan = self.plan(question, texts)
         model = self._generator()
         config = generation_config(self.tokenizer, model, max_new_tokens, temperature, 1.0)
@@ -328,21 +346,23 @@ class SharedCacheRAG:
         problem = self.reuser.rope.reuse_problem(len(ids) + config.max_new_tokens) if reuse else None
         if reuse and problem:
             logger.warning("Not reusing cached states: %s; prefilling the whole prompt.", problem)
-        cache, stats = (None, ReuseStats(prefilled_tokens=len(ids), fallback=problem))
+        stats = ReuseStats(prefilled_tokens=len(ids), fallback=problem)
         if reuse and not problem:
-            cache, stats = self.reuser.build(plan, recompute_tokens=recompute_tokens, alternates=alternates)
-        yield from stream_generate(
-            model,
-            self.tokenizer,
-            ids,
-            config,
-            stop=stop,
-            prefix_cache=cache,
-            copy_cache=False,
-            logits_processor=logits_processor,
-            result=result,
-        )
-        result.ttft_s = (result.ttft_s or 0.0) + stats.build_s
+            # One forward for every live token (separators, question) gives the first token's logits;
+            # decoding goes on from them in the caller's thread, without `generate`.
+            cache, logits, stats = self.reuser.prefill(plan, model, recompute_tokens, alternates)
+            pieces = stream_generate(
+                model, self.tokenizer, ids, config, stop=stop, prefix_cache=cache,
+                logits_processor=logits_processor, result=result, prefilled_logits=logits, started=start,
+            )  # fmt: skip
+        else:
+            pieces = stream_generate(
+                model, self.tokenizer, ids, config, stop=stop, logits_processor=logits_processor, result=result
+            )
+        prepared = time.perf_counter() - start
+        yield from pieces
+        if stats.build_s == 0.0:  # generate timed its first token from its own start
+            result.ttft_s = None if result.ttft_s is None else result.ttft_s + prepared
         result.total_s = time.perf_counter() - start
         result.reused_tokens, result.prefilled_tokens, result.reuse = (
             stats.reused_tokens,

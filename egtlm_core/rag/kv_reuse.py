@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from ..cache import CacheKey, CacheTier, KVEntry, sha256_text
-from ..modeling.attention import embedding_attention_mask
-from ..modeling.compat import cache_kwarg, layer_states
+from ..cache import CacheKey, CacheTier, KVEntry, MemoryTier, sha256_text
+from ..modeling.compat import cache_kwarg
 from ..modeling.rope import RopeInfo, rerotate_keys, rope_info
+from .capture import PaddingSide, capture_all, capture_batch
 from .segment_plan import Segment, SegmentPlan
 
 logger = logging.getLogger(__name__)
@@ -38,16 +38,52 @@ def check_recompute_tokens(recompute_tokens: Any) -> None:
 
 @dataclass
 class ReuseStats:
-    """What one plan execution reused and computed."""
+    """What one plan execution reused and computed.
+
+    A document *slot* is exact when its spliced states are what a full prefill of the same prompt
+    computes: only the first document, captured causally after this prompt's own prefix. Every later
+    slot is approximate (it never attended to the documents before it), as is any slot whose states
+    were captured after another prefix or bidirectionally.
+    """
 
     reused_tokens: int = 0
     prefilled_tokens: int = 0
-    hits: int = 0
-    approximate_hits: int = 0  # hits captured after another prefix than this prompt's
+    hits: int = 0  # segments (prefix and documents) found in the store
+    approximate_hits: int = 0  # hits spliced into an approximate slot
+    other_prefix_hits: int = 0  # hits captured after another prefix than this prompt's
     misses: int = 0
     build_s: float = 0.0
     fallback: str | None = None  # why reuse was refused, if it was
     documents: list[dict[str, Any]] = field(default_factory=list)
+    slots: list[str] = field(default_factory=list)  # "exact" | "approximate", one per document slot
+
+    @property
+    def exact_slots(self) -> int:
+        return self.slots.count("exact")
+
+    @property
+    def approximate_slots(self) -> int:
+        return self.slots.count("approximate")
+
+    @property
+    def recomputed_tokens(self) -> int:
+        """Leading document tokens recomputed live (`recompute_tokens`) instead of spliced."""
+        return sum(int(d.get("recomputed", 0)) for d in self.documents)
+
+    def summary(self) -> dict[str, Any]:
+        """The per-call report adapters put in their metadata."""
+        return {
+            "reused_tokens": self.reused_tokens,
+            "prefilled_tokens": self.prefilled_tokens,
+            "exact_slots": self.exact_slots,
+            "approximate_slots": self.approximate_slots,
+            "recomputed_tokens": self.recomputed_tokens,
+            "hits": self.hits,
+            "approximate_hits": self.approximate_hits,
+            "other_prefix_hits": self.other_prefix_hits,
+            "misses": self.misses,
+            "fallback": self.fallback,
+        }
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -60,10 +96,24 @@ class KVReuser:
     """Builds caches for plans over one loaded model and one store."""
 
     def __init__(
-        self, body: Any, tokenizer: Any, model_fingerprint: str, store: CacheTier, capture: str = "causal"
+        self,
+        body: Any,
+        tokenizer: Any,
+        model_fingerprint: str,
+        store: CacheTier,
+        capture: str = "causal",
+        *,
+        ram: CacheTier | None = None,
+        persistent_prefixes: set[tuple[int, ...]] | None = None,
+        attention: str = "default",
+        storage: str = "native",
     ):
         self.body = body
         self.store = store
+        # Prompt heads nobody registered (a conversation's text before its first document) are kept
+        # in `ram` only: the disk tier never receives conversation text.
+        self.ram = ram if ram is not None else MemoryTier(max_bytes=256 << 20)
+        self.persistent_prefixes = persistent_prefixes if persistent_prefixes is not None else set()
         self.capture = capture  # "causal" (exact for any model) or "bidirectional" (GRIT doc caching)
         self.rope: RopeInfo = rope_info(body)
         self._fields = dict(
@@ -72,49 +122,50 @@ class KVReuser:
             dtype=str(body.dtype).removeprefix("torch."),
             capture=capture,
             rope=self.rope.fingerprint,
+            attention=attention,
+            storage=storage,
         )
 
     def key(self, segment: Segment, prefix: Segment | None) -> CacheKey:
         prefix_hash = "" if prefix is None or segment.is_prefix else sha256_text(repr(prefix.token_ids))
         return CacheKey(prefix=prefix_hash, text=sha256_text(segment.text or ""), **self._fields)
 
-    # --- forward passes ---------------------------------------------------------------------------
-    def _forward(self, ids: Any, cache: DynamicCache, start: int, bidirectional: bool = False) -> None:
-        """Run `ids` at positions start.. on top of `cache` (which grows by len(ids))."""
-        n = len(ids)
-        input_ids = torch.tensor([list(ids)], device=self.body.device)
-        mask: torch.Tensor = torch.ones(1, start + n, dtype=torch.long, device=self.body.device)
-        if bidirectional:  # GRIT doc caching: the document sees itself whole (and what precedes it)
-            full = embedding_attention_mask(mask, causal=False, dtype=self.body.dtype)
-            mask = full[:, :, start:, :]
-        positions = torch.arange(start, start + n, device=self.body.device)[None]
-        with torch.inference_mode():
-            self.body(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                **{cache_kwarg(self.body.forward): cache},
-            )
+    def register_prefix(self, prefix: Segment) -> None:
+        """Allow this prompt head's states on every tier (a retriever's `prompt=` or the default head)."""
+        self.persistent_prefixes.add(prefix.token_ids)
 
+    def _tier(self, segment: Segment) -> CacheTier:
+        """Where a segment's states live: unregistered prompt heads stay in RAM, the rest anywhere."""
+        if segment.is_prefix and segment.token_ids not in self.persistent_prefixes:
+            return self.ram
+        return self.store
+
+    # --- capturing ----------------------------------------------------------------------------------
     def capture_segment(self, segment: Segment, prefix_cache: DynamicCache | None) -> KVEntry:
         """Compute a segment's states after the prefix (or at position 0 for the prefix itself)."""
-        start = 0 if prefix_cache is None else prefix_cache.get_seq_length()
-        cache = DynamicCache(config=self.body.config)
-        if prefix_cache is not None:
-            for i, (k, v) in enumerate(layer_states(prefix_cache)):
-                cache.update(k, v, i)
-        self._forward(
-            segment.token_ids,
-            cache,
-            start,
-            bidirectional=self.capture == "bidirectional" and not segment.is_prefix,
+        return self.capture_many([segment], prefix_cache)[0]
+
+    def capture_many(
+        self,
+        segments: Sequence[Segment],
+        prefix_cache: DynamicCache | None,
+        padding_side: PaddingSide = "right",
+    ) -> list[KVEntry]:
+        """Segments' states after the prefix in one padded forward (see `capture.capture_batch`)."""
+        return capture_batch(
+            self.body,
+            segments,
+            prefix_cache,
+            bidirectional=self._bidirectional(segments),
+            padding_side=padding_side,
+            meta={"capture": self.capture},
         )
-        states = layer_states(cache)
-        keys = [k[0, :, start:].clone().cpu() for k, _ in states]
-        values = [v[0, :, start:].clone().cpu() for _, v in states]
-        ids = torch.tensor(segment.token_ids, dtype=torch.long)
-        return KVEntry(keys, values, ids, position_offset=start, meta={"capture": self.capture})
+
+    def _bidirectional(self, segments: Sequence[Segment]) -> bool:
+        """GRIT document caching: documents (never the prefix) see themselves whole."""
+        if any(s.is_prefix for s in segments) and len(segments) > 1:
+            raise ValueError("A prefix is captured on its own, not batched with documents.")
+        return self.capture == "bidirectional" and not segments[0].is_prefix
 
     def _usable(self, entry: KVEntry | None, segment: Segment) -> bool:
         if entry is None:
@@ -140,18 +191,29 @@ class KVReuser:
         `alternates` prefix (e.g. the default layout's, used at indexing) is re-rotated and reused as
         an approximation rather than recomputed. `prefix_cache` is called only on a miss.
         """
+        tier = self._tier(segment)
         for i, candidate in enumerate([prefix, *alternates]):
             if segment.is_prefix and i:
                 break
-            entry = self.store.get(self.key(segment, candidate))
+            entry = tier.get(self.key(segment, candidate))
             if self._usable(entry, segment):
                 stats.hits += 1
-                stats.approximate_hits += bool(i)
+                stats.other_prefix_hits += bool(i)
+                if not segment.is_prefix:
+                    stats.approximate_hits += self._record_slot(stats, own_prefix=not i) == "approximate"
                 return entry  # type: ignore[return-value]
         stats.misses += 1
+        if not segment.is_prefix:
+            self._record_slot(stats, own_prefix=True)
         entry = self.capture_segment(segment, None if segment.is_prefix else prefix_cache())
-        self.store.put(self.key(segment, prefix), entry)
+        tier.put(self.key(segment, prefix), entry)
         return entry
+
+    def _record_slot(self, stats: ReuseStats, own_prefix: bool) -> str:
+        """Note whether the next document slot is exact (see `ReuseStats`); -> its kind."""
+        exact = not stats.slots and own_prefix and self.capture == "causal"
+        stats.slots.append("exact" if exact else "approximate")
+        return stats.slots[-1]
 
     def _prefix_loader(self, prefix: Segment | None, stats: ReuseStats) -> Callable[[], DynamicCache | None]:
         """A memoised loader of the prefix's states as a cache (None when the plan has no prefix)."""
@@ -166,21 +228,43 @@ class KVReuser:
 
         return load
 
-    def index(self, segments: list[Segment], prefix: Segment) -> ReuseStats:
+    def index(
+        self, segments: list[Segment], prefix: Segment, show_progress: bool | None = None
+    ) -> ReuseStats:
         """Capture and store documents ahead of time (the indexing half of the shared cache).
 
-        A document that cannot fit the model's context after the prefix is not captured (its states
-        could never be used: such a prompt is refused), with one warning saying to chunk it.
+        Documents not yet stored are captured in padded batches, one forward per batch (a progress
+        bar on a terminal; `show_progress` forces it on or off). A document that cannot fit the
+        model's context after the prefix is not captured (its states could never be used: such a
+        prompt is refused), with one warning saying to chunk it.
         """
         stats = ReuseStats()
-        load_prefix = self._prefix_loader(prefix, stats)
         limit = getattr(self.body.config, "max_position_embeddings", None)
-        too_long = []
+        too_long, todo = [], {}
         for i, segment in enumerate(segments):
             if isinstance(limit, int) and len(prefix.token_ids) + len(segment.token_ids) >= limit:
                 too_long.append(i)
                 continue
-            self.states(segment, prefix, stats, load_prefix)
+            key = self.key(segment, prefix)
+            if key in todo or self._usable(self._tier(segment).get(key), segment):
+                stats.hits += 1
+            else:
+                todo[key] = segment
+        stats.misses = len(todo)
+        if todo:
+            prefix_cache = self._prefix_loader(prefix, stats)()
+            keys, pending = list(todo), list(todo.values())
+            bidirectional = self._bidirectional(pending[:1])
+            meta = {"capture": self.capture}
+            for i, entry in capture_all(
+                self.body,
+                pending,
+                prefix_cache,
+                bidirectional=bidirectional,
+                show_progress=show_progress,
+                meta=meta,
+            ):
+                self._tier(pending[i]).put(keys[i], entry)
         if too_long:
             warnings.warn(
                 f"{len(too_long)} document(s) (positions {too_long[:10]}) do not fit the model's "
@@ -200,26 +284,57 @@ class KVReuser:
             k = rerotate_keys(k[:, skip:].to(device), delta, self.rope.inv_freq).to(dtype)
             cache.update(k[None], v[:, skip:].to(device=device, dtype=dtype).clone()[None], i)
 
-    def _stored_part(self, entry: KVEntry, skip: int, at: int) -> tuple[list[Any], list[Any]]:
-        """Entry tokens [skip:] per layer, keys re-rotated to start at `at` (all layers in one op)."""
+    def _stored_part(
+        self, entry: KVEntry, skip: int, at: int, keys: torch.Tensor, values: torch.Tensor
+    ) -> None:
+        """Write entry tokens [skip:] into `keys`/`values` [layers, kv_heads, n, dim], keys re-rotated
+        to start at `at` (all layers in one op; the entry itself is never written to)."""
         delta = at - (entry.position_offset + skip)
-        device, dtype = self.body.device, self.body.dtype
-        values = [v[:, skip:].to(device=device, dtype=dtype) for v in entry.values]
+        for out, v in zip(values, entry.values, strict=True):
+            out.copy_(v[:, skip:])
         if delta == 0:
-            keys = [k[:, skip:].to(device=device, dtype=dtype) for k in entry.keys]
+            for out, k in zip(keys, entry.keys, strict=True):
+                out.copy_(k[:, skip:])
         else:
-            stacked = torch.stack([k[:, skip:] for k in entry.keys]).to(device)
-            keys = list(rerotate_keys(stacked, delta, self.rope.inv_freq).to(dtype).unbind(0))
-        return keys, values
+            stacked = torch.stack([k[:, skip:] for k in entry.keys]).to(keys.device)
+            keys.copy_(rerotate_keys(stacked, delta, self.rope.inv_freq))
+
+    def _splice_parts(self, parts: list[tuple[KVEntry, int, int]]) -> tuple[DynamicCache, torch.Tensor]:
+        """One cache of (entry, skip, at) parts, each written once into buffers sized for all of them
+        (appending one by one re-copies the growing cache); -> cache, position of each cached token."""
+        cache = DynamicCache(config=self.body.config)
+        if not parts:
+            return cache, torch.zeros(0, dtype=torch.long)
+        sizes = [len(entry.token_ids) - skip for entry, skip, _ in parts]
+        first = parts[0][0]
+        layers, heads, dim = len(first.keys), first.keys[0].shape[0], first.keys[0].shape[-1]
+        like = {"dtype": self.body.dtype, "device": self.body.device}
+        keys = torch.empty(layers, 1, heads, sum(sizes), dim, **like)  # [layer, batch, kv_head, token, dim]
+        values = torch.empty(layers, 1, heads, sum(sizes), first.values[0].shape[-1], **like)
+        offset = 0
+        for (entry, skip, at), n in zip(parts, sizes, strict=True):
+            window = slice(offset, offset + n)
+            self._stored_part(entry, skip, at, keys[:, 0, :, window], values[:, 0, :, window])
+            offset += n
+        for i in range(layers):
+            cache.update(keys[i], values[i], i)
+        positions = torch.cat([torch.arange(at, at + n) for (_, _, at), n in zip(parts, sizes, strict=True)])
+        return cache, positions
 
     def _forward_live(
-        self, ids: list[int], positions: list[int], cache: DynamicCache, cached_positions: torch.Tensor
-    ) -> None:
+        self,
+        ids: list[int],
+        positions: list[int],
+        cache: DynamicCache,
+        cached_positions: torch.Tensor,
+        lm: Any = None,
+    ) -> torch.Tensor | None:
         """One forward of every live token at its own position on top of the spliced cache.
 
         The cache holds the spliced segments in any order; each live token attends to every token at
         or before its position (spliced or live), which is what running the live runs one by one
-        between the splices computes, in one forward instead of one per separator.
+        between the splices computes, in one forward instead of one per separator. With `lm` (the
+        causal LM over `self.body`) -> the last live token's next-token logits [1, vocab].
         """
         device = self.body.device
         query = torch.tensor(positions, device=device)
@@ -227,66 +342,84 @@ class KVReuser:
         allowed = key[None, :] <= query[:, None]
         mask = torch.zeros(1, 1, *allowed.shape, dtype=self.body.dtype, device=device)
         mask = mask.masked_fill(~allowed, torch.finfo(self.body.dtype).min)
+        inputs = {
+            "input_ids": torch.tensor([ids], device=device),
+            "attention_mask": mask,
+            "position_ids": query[None],
+            "use_cache": True,
+            cache_kwarg(self.body.forward): cache,
+        }
         with torch.inference_mode():
-            self.body(
-                input_ids=torch.tensor([ids], device=device),
-                attention_mask=mask,
-                position_ids=query[None],
-                use_cache=True,
-                **{cache_kwarg(self.body.forward): cache},
-            )
+            if lm is None:
+                self.body(**inputs)
+                return None
+            return lm(**inputs, logits_to_keep=1).logits[:, -1]
+
+    def _gather(
+        self, plan: SegmentPlan, recompute_tokens: int, alternates: Sequence[Segment]
+    ) -> tuple[DynamicCache, torch.Tensor, list[int], list[int], ReuseStats]:
+        """Every segment but the last: stored ones spliced into a cache, live ones listed (ids and
+        positions) for the one forward that follows; -> cache, cached positions, ids, positions, stats."""
+        stats = ReuseStats()
+        prefix = plan.prefix
+        # The loop below already looks the prefix up (and counts it); the loader's own lookup, made
+        # only when a document misses, must not count it a second time.
+        load_prefix = self._prefix_loader(prefix, ReuseStats())
+        parts: list[tuple[KVEntry, int, int]] = []
+        live_ids: list[int] = []
+        live_positions: list[int] = []
+        pos = 0
+        for segment in plan.segments[:-1]:
+            n = len(segment.token_ids)
+            live = n
+            if segment.cached:
+                entry = self.states(segment, prefix, stats, load_prefix, alternates)
+                # repair knob: the first tokens are recomputed and see everything before them
+                live = 0 if segment.is_prefix else min(recompute_tokens, n)
+                if n > live:
+                    parts.append((entry, live, pos + live))
+                stats.reused_tokens += n - live
+                stats.documents.append({"tokens": n, "position": pos, "recomputed": live})
+            live_ids += segment.token_ids[:live]
+            live_positions += range(pos, pos + live)
+            stats.prefilled_tokens += live
+            pos += n
+        cache, cached_positions = self._splice_parts(parts)
+        return cache, cached_positions, live_ids, live_positions, stats
 
     def build(
         self, plan: SegmentPlan, recompute_tokens: int = 0, alternates: Sequence[Segment] = ()
     ) -> tuple[DynamicCache, ReuseStats]:
         """A cache holding every segment but the last (live) one, plus what it cost.
 
-        Stored segments are re-rotated and concatenated once per layer (appending them one by one
-        re-copies the growing cache each time); the live runs between them (separators, recomputed
-        document heads) then go through the model together in one forward.
+        Stored segments are re-rotated and concatenated once per layer; the live runs between them
+        (separators, recomputed document heads) then go through the model together in one forward.
+        `prefill` does the same with the last segment in that forward too (what answering uses).
         """
         start = time.perf_counter()
-        stats = ReuseStats()
-        prefix = plan.prefix
-        # The loop below already looks the prefix up (and counts it); the loader's own lookup, made
-        # only when a document misses, must not count it a second time.
-        load_prefix = self._prefix_loader(prefix, ReuseStats())
-        layers = int(self.body.config.num_hidden_layers)
-        keys: list[list[Any]] = [[] for _ in range(layers)]
-        values: list[list[Any]] = [[] for _ in range(layers)]
-        stored_positions: list[torch.Tensor] = []
-        live_ids: list[int] = []
-        live_positions: list[int] = []
-        pos = 0
-        for segment in plan.segments[:-1]:
-            n = len(segment.token_ids)
-            if not segment.cached:
-                live_ids += segment.token_ids
-                live_positions += range(pos, pos + n)
-                stats.prefilled_tokens += n
-            else:
-                entry = self.states(segment, prefix, stats, load_prefix, alternates)
-                live = 0 if segment.is_prefix else min(recompute_tokens, n)
-                if live:  # repair knob: the first tokens are recomputed and see everything before them
-                    live_ids += segment.token_ids[:live]
-                    live_positions += range(pos, pos + live)
-                    stats.prefilled_tokens += live
-                if n > live:
-                    k, v = self._stored_part(entry, live, pos + live)
-                    for i in range(layers):
-                        keys[i].append(k[i])
-                        values[i].append(v[i])
-                    stored_positions.append(torch.arange(pos + live, pos + n))
-                stats.reused_tokens += n - live
-                stats.documents.append({"tokens": n, "position": pos, "recomputed": live})
-            pos += n
-        cache = DynamicCache(config=self.body.config)
-        if stored_positions:
-            for i in range(layers):
-                cache.update(torch.cat(keys[i], dim=1)[None], torch.cat(values[i], dim=1)[None], i)
-        if live_ids:
-            cached = torch.cat(stored_positions) if stored_positions else torch.zeros(0, dtype=torch.long)
-            self._forward_live(live_ids, live_positions, cache, cached)
+        cache, cached, ids, positions, stats = self._gather(plan, recompute_tokens, alternates)
+        if ids:
+            self._forward_live(ids, positions, cache, cached)
         stats.prefilled_tokens += len(plan.segments[-1].token_ids)
         stats.build_s = time.perf_counter() - start
         return cache, stats
+
+    def prefill(
+        self, plan: SegmentPlan, lm: Any, recompute_tokens: int = 0, alternates: Sequence[Segment] = ()
+    ) -> tuple[DynamicCache, torch.Tensor, ReuseStats]:
+        """The whole prompt in a cache and the next-token logits [1, vocab], in one forward.
+
+        Stored segments are spliced as in `build`; every live token (separators, recomputed document
+        heads and the last segment, the question) goes through `lm` together, so the first token
+        comes out of the same forward. `stats.build_s` covers all of it.
+        """
+        start = time.perf_counter()
+        cache, cached, ids, positions, stats = self._gather(plan, recompute_tokens, alternates)
+        tail = plan.segments[-1].token_ids
+        at = len(plan.token_ids) - len(tail)
+        ids, positions = ids + list(tail), positions + list(range(at, at + len(tail)))
+        logits = self._forward_live(ids, positions, cache, cached, lm)
+        assert logits is not None  # an lm was given
+        stats.prefilled_tokens += len(tail)
+        stats.build_s = time.perf_counter() - start
+        return cache, logits, stats

@@ -1,58 +1,122 @@
 """Find known documents in a finished prompt (rendered by a framework's chain) and plan around them.
 
-A chain hands the chat model one string; the documents a retriever returned are somewhere inside
-it. This module turns that string into a `SegmentPlan` whose document segments can come from the
-store, so the chain itself does not change.
+A chain hands the chat model one string; the documents a retriever handed out are somewhere inside
+it. The prompt is tokenized **once**, with offsets, and a document is accepted only where its span
+starts and ends on token boundaries of that tokenization and the tokens there equal the document's
+own tokens (what its stored states were computed from). The plan is then cut from those token ids,
+so reuse and a full prefill of the same prompt see exactly the same ids. Short texts (fewer than
+`MIN_DOCUMENT_TOKENS` tokens) are never matched: a known text such as "cat" or "user" would otherwise
+cut "concatenate" or a role header into pieces.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from .segment_plan import Segment, SegmentPlan, _ids
+from .segment_plan import Segment, SegmentPlan
+
+MIN_DOCUMENT_TOKENS = 16
 
 
-def _find_documents(prompt: str, documents: Sequence[str]) -> list[tuple[int, int, str]]:
-    """Non-overlapping (start, end, text) spans of known documents in the prompt, in prompt order.
+@dataclass(frozen=True)
+class KnownDocument:
+    """A document a prompt may contain: its text and its own token ids (what its states hold)."""
 
-    Longer documents are placed first so a document that contains another wins the span.
+    text: str
+    token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Span:
+    first: int  # token index where the document starts in the prompt
+    end: int  # token index after its last token
+    doc: KnownDocument
+
+
+def _boundaries(offsets: list[tuple[int, int]]) -> tuple[dict[int, int], dict[int, int]]:
+    """char offset -> token index for token starts, and char offset -> token index after, for ends.
+
+    A character split over several byte-level tokens gives those tokens the same offsets; the first
+    such token counts as the start and the last as the end, so a span never cuts inside the character.
     """
-    spans: list[tuple[int, int, str]] = []
-    for doc in sorted({d for d in documents if d and d.strip()}, key=len, reverse=True):
-        start = prompt.find(doc)
-        while start != -1:
-            end = start + len(doc)
-            if all(end <= s or start >= e for s, e, _ in spans):
-                spans.append((start, end, doc))
-                break
-            start = prompt.find(doc, start + 1)
-    return sorted(spans)
+    starts: dict[int, int] = {}
+    ends: dict[int, int] = {}
+    for i, (lo, hi) in enumerate(offsets):
+        if hi > lo:
+            starts.setdefault(lo, i)
+            ends[hi] = i + 1
+    return starts, ends
 
 
-def plan_from_prompt(tokenizer: Any, prompt: str, documents: Sequence[str]) -> SegmentPlan:
-    """Plan a finished prompt (e.g. rendered by a framework's chain) around the documents it contains.
+def find_documents(
+    prompt_ids: list[int],
+    offsets: list[tuple[int, int]],
+    prompt: str,
+    documents: Iterable[KnownDocument],
+    min_tokens: int = MIN_DOCUMENT_TOKENS,
+) -> list[_Span]:
+    """Non-overlapping token spans of known documents in the prompt, in prompt order.
 
-    The text before the first document becomes the cached prefix, each found document a cached
+    Longer documents are placed first, so a document that contains another wins the span; every
+    occurrence of a document is matched (a chain may repeat one).
+    """
+    starts, ends = _boundaries(offsets)
+    taken = [False] * len(prompt_ids)
+    spans: list[_Span] = []
+    candidates = {d.text: d for d in documents if len(d.token_ids) >= min_tokens and d.text.strip()}
+    for doc in sorted(candidates.values(), key=lambda d: len(d.text), reverse=True):
+        at = prompt.find(doc.text)
+        while at != -1:
+            first, end = starts.get(at), ends.get(at + len(doc.text))
+            if (
+                first is not None
+                and end is not None
+                and tuple(prompt_ids[first:end]) == doc.token_ids
+                and not any(taken[first:end])
+            ):
+                taken[first:end] = [True] * (end - first)
+                spans.append(_Span(first, end, doc))
+            at = prompt.find(doc.text, at + 1)
+    return sorted(spans, key=lambda s: s.first)
+
+
+def tokenize_with_offsets(tokenizer: Any, prompt: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """The prompt's ids exactly as a full prefill tokenizes it (no special tokens added), with offsets."""
+    encoded = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    return list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
+
+
+def plan_from_prompt(
+    tokenizer: Any,
+    prompt: str,
+    documents: Iterable[KnownDocument],
+    min_tokens: int = MIN_DOCUMENT_TOKENS,
+) -> SegmentPlan:
+    """Plan a finished prompt around the known documents it contains.
+
+    The tokens before the first document become the cached prefix, each found document a cached
     segment, everything else live. A prompt with no known document is one live segment, and a
-    prompt that ends in a document gets the document as live tail (generation needs a live end).
+    document at the very end stays live (generation needs a live end). `plan.token_ids` always equals
+    the prompt's own tokenization.
     """
-    spans = _find_documents(prompt, documents)
-    if spans and spans[-1][1] == len(prompt):
+    ids, offsets = tokenize_with_offsets(tokenizer, prompt)
+    spans = find_documents(ids, offsets, prompt, documents, min_tokens)
+    if spans and spans[-1].end == len(ids):
         spans = spans[:-1]
     if not spans:
-        return SegmentPlan([Segment(_ids(tokenizer, prompt))])
+        return SegmentPlan([Segment(tuple(ids))])
     segments: list[Segment] = []
     cursor = 0
-    for start, end, doc in spans:
-        gap = prompt[cursor:start]
-        if gap:
-            segments.append(
-                Segment(_ids(tokenizer, gap), text=gap, is_prefix=True)
-                if not segments
-                else Segment(_ids(tokenizer, gap))
-            )
-        segments.append(Segment(_ids(tokenizer, doc), text=doc))
-        cursor = end
-    segments.append(Segment(_ids(tokenizer, prompt[cursor:])))
-    return SegmentPlan([s for s in segments if s.token_ids])
+    for span in spans:
+        if span.first > cursor:
+            gap = tuple(ids[cursor : span.first])
+            if segments:
+                segments.append(Segment(gap))
+            else:  # the head: its text is what a retriever registered as its capture prefix
+                segments.append(Segment(gap, text=prompt[: offsets[span.first][0]], is_prefix=True))
+        segments.append(Segment(span.doc.token_ids, text=span.doc.text))
+        cursor = span.end
+    segments.append(Segment(tuple(ids[cursor:])))
+    return SegmentPlan(segments)

@@ -232,9 +232,8 @@ class ChatEgtLM(BaseChatModel):
             "reused_tokens": reused,
             "prefilled_tokens": int(getattr(result, "prefilled_tokens", result.prompt_tokens)),
         }
-        if reuse is not None:
-            stats.update(hits=reuse.hits, approximate_hits=reuse.approximate_hits, misses=reuse.misses)
-            stats.update(fallback=reuse.fallback)
+        if reuse is not None:  # exact / approximate slots, recomputed tokens, hits, misses, fallback
+            stats.update(reuse.summary())
         response = {
             "model_name": req.model_name,
             "finish_reason": "tool_calls" if has_calls else result.finish_reason,

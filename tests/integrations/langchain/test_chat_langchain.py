@@ -322,6 +322,10 @@ def test_cache_reuse_is_reported(tiny):
     doc = "Paris is the capital of France. Berlin is the capital of Germany."
     lm.index([doc])
     chat = ChatEgtLM(model=lm, max_tokens=8)
+    prompt = f"Documents:\n{doc}\n\nQuestion: capital of France?"
+    first = chat.invoke([HumanMessage(prompt)])  # indexed but never handed out: not a candidate
+    assert first.response_metadata["egtlm"]["reused_tokens"] == 0
+    assert [hit.document.text for hit in lm.search("capital of France?", k=1)] == [doc]  # hands it out
     message = chat.invoke([HumanMessage(f"Documents:\n{doc}\n\nQuestion: capital of France?")])
     reused = message.response_metadata["egtlm"]["reused_tokens"]
     assert reused > 0 and message.usage_metadata["input_token_details"]["cache_read"] == reused

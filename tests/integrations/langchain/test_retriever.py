@@ -89,7 +89,7 @@ def test_documents_carry_the_handle_of_their_stored_states(tiny_lm):
     for doc, key in zip(docs, keys, strict=True):
         assert doc.metadata[CACHE_KEY] == key.to_string() and doc.metadata[CACHED] is True
         assert tiny_lm.rag.store.contains(key)
-    assert set(DOCS) <= set(tiny_lm.rag.known_documents())  # the chat model will look for them
+    assert set(DOCS) <= {d.text for d in tiny_lm.rag.known_documents()}  # the chat model will look for them
 
 
 def test_vector_store_receives_documents_and_search_kwargs(tiny_lm, fake_store):
@@ -107,7 +107,7 @@ def test_documents_added_elsewhere_are_remembered_and_captured_later(tiny_lm, fa
     retriever = EgtLMCacheRetriever(vectorstore=fake_store, model=tiny_lm, k=2)
     docs = retriever.invoke(QUESTION)
     assert [d.metadata[CACHED] for d in docs] == [False, False]
-    assert {d.page_content for d in docs} <= set(tiny_lm.rag.known_documents())
+    assert {d.page_content for d in docs} <= {d.text for d in tiny_lm.rag.known_documents()}
 
 
 def test_capture_states_false_stores_nothing(tiny_lm, fake_store):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,46 @@ def test_fingerprint_samples_large_files(tmp_path: Path) -> None:
     blob[len(blob) // 3 : len(blob) // 3 + (1 << 20)] = bytes(1 << 20)  # one "layer" changed
     (b / "model.safetensors").write_bytes(blob)
     assert ModelSource("local", str(a)).fingerprint() != ModelSource("local", str(b)).fingerprint()
+
+
+def test_a_rewritten_large_file_changes_the_fingerprint_even_between_samples(tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    weights = d / "model.safetensors"
+    blob = bytearray(torch.randint(0, 256, (20 << 20,), dtype=torch.uint8).numpy().tobytes())
+    weights.write_bytes(blob)
+    os.utime(weights, ns=(1_000_000_000, 1_000_000_000))
+    before = ModelSource("local", str(d)).fingerprint()
+    blob[5000:5100] = bytes(100)  # one small tensor, between two 4 KiB samples
+    weights.write_bytes(blob)
+    os.utime(weights, ns=(2_000_000_000, 2_000_000_000))
+    assert ModelSource("local", str(d)).fingerprint() != before
+
+
+def _fake_hub_snapshot(cache: Path, repo: str, commit: str, weights: bytes) -> None:
+    """The layout huggingface_hub keeps on disk: refs/main -> snapshots/<commit>/files."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text('{"model_type": "llama"}')
+    (snapshot / "model.safetensors").write_bytes(weights)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+
+
+def test_hub_fingerprint_follows_the_cached_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    source = ModelSource("hub", "org/model")
+    uncached = source.fingerprint()
+    _fake_hub_snapshot(tmp_path, "org/model", "a" * 40, b"old weights")
+    old = source.fingerprint()
+    assert old != uncached
+    _fake_hub_snapshot(tmp_path, "org/model", "b" * 40, b"new weights")  # the repo moved on
+    assert source.fingerprint() not in (old, uncached)
+    assert ModelSource("hub", "org/model").fingerprint() == source.fingerprint()  # stable
 
 
 # --------------------------------------------------------------------------- loading
