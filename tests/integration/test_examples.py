@@ -39,3 +39,19 @@ def test_demo_example(tmp_path):
     out = run_example("demo.py", tmp_path=tmp_path)
     assert "Similarity of" in out and "time to first token" in out
     assert "Vectors are float32, L2-normalised: True" in out
+
+
+def test_sentence_transformers_save_load_example(tmp_path):
+    out = run_example("sentence_transformers_save_load.py", tmp_path=tmp_path)
+    assert "EgtLMEncoder" in out and "modules.json" in out and "config_sentence_transformers.json" in out
+    assert "'How tall is the Eiffel Tower?' -> 'The Eiffel Tower" in out
+    assert "Reloaded vectors equal EgtLM.encode: True" in out
+
+
+def test_chroma_prototype_example(tmp_path):
+    out = run_example("chroma_prototype.py", tmp_path=tmp_path)
+    assert "Indexed 4 documents; space cosine" in out and "Chroma rebuilt 'egtlm'" in out
+    assert "'How tall is the Eiffel Tower?' -> eiffel" in out
+    reused = [int(line.split("reused ")[1].split()[0]) for line in out.splitlines() if "(again)" in line]
+    assert len(reused) == 2 and all(n > 0 for n in reused)
+    assert "Models in memory: 1" in out
