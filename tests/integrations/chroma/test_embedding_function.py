@@ -141,3 +141,17 @@ def test_chroma_server_collection_rebuilt_in_a_new_process(tiny_llama_dir, chrom
     written = run_session("write", "--http", chroma_server, "--name", "docs", "--model", model)
     reopened = run_session("query", "--http", chroma_server, "--name", "docs")
     check_reopened(written, reopened, model)
+
+
+@pytest.mark.slow
+def test_default_model_collection_reopened_in_a_new_process(tmp_path):
+    """The packaged default model: written in one process, rebuilt by name in another, same answers."""
+    from egtlm_core import default_model_dir
+
+    written = run_session("write", "--path", str(tmp_path / "db"), "--name", "docs")
+    reopened = run_session("query", "--path", str(tmp_path / "db"), "--name", "docs")
+    assert reopened["ids"] == written["ids"]
+    assert np.allclose(reopened["distances"], written["distances"], atol=1e-6)
+    assert reopened["embedding_function"]["config"]["model"] is None  # portable: "the packaged default"
+    assert reopened["rebuilt_source"] == str(default_model_dir()) and reopened["dimension"] == 576
+    assert [ids[0] for ids in reopened["ids"]] == ["paris", "fox"]  # capital of France; fox over the dog
