@@ -73,23 +73,10 @@ class EgtLMEncoder(InputModule):
         max_seq_length: int | None = None,
     ) -> None:
         super().__init__()
-        settings = {
-            "pooling": pooling,
-            "attention": attention,
-            "normalize": normalize,
-            "embed_eos": embed_eos,
-        }
-        settings = {k: v for k, v in settings.items() if v is not None}
-        if isinstance(model, EgtLM):
-            if settings or model_kwargs:
-                raise ValueError(
-                    "model is an EgtLM instance; set pooling, attention etc. on that EgtLM instead, "
-                    f"got {sorted(settings) + sorted(model_kwargs or {})}."
-                )
-            lm = model
-        else:
-            lm = shared_lm(model, mode=mode, model_kwargs=model_kwargs, config=settings)
-        self.lm = lm
+        given = {"pooling": pooling, "attention": attention, "normalize": normalize, "embed_eos": embed_eos}
+        self.lm = lm = _resolve_lm(
+            model, mode, model_kwargs, {k: v for k, v in given.items() if v is not None}
+        )
         self.mode = lm.config.mode
         for name in _SETTINGS:
             setattr(self, name, getattr(lm.config, name))
@@ -169,6 +156,20 @@ class EgtLMEncoder(InputModule):
 
     def __repr__(self) -> str:
         return f"EgtLMEncoder({self.lm!r}, max_seq_length={self.max_seq_length})"
+
+
+def _resolve_lm(
+    model: EgtLM | str | os.PathLike | None, mode: str, model_kwargs: Mapping[str, Any] | None, settings: dict
+) -> EgtLM:
+    """The given `EgtLM`, or the process-wide one for these settings (one copy of the weights)."""
+    if not isinstance(model, EgtLM):
+        return shared_lm(model, mode=mode, model_kwargs=model_kwargs, config=settings)
+    if settings or model_kwargs:
+        raise ValueError(
+            "model is an EgtLM instance; set pooling, attention etc. on that EgtLM instead, "
+            f"got {sorted(settings) + sorted(model_kwargs or {})}."
+        )
+    return model
 
 
 def _embedding_settings(lm: EgtLM) -> tuple[EmbeddingPass, list[int]]:
