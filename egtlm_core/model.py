@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -21,6 +22,7 @@ from .generation.chat import (
     ChatStream,
     chat_input_ids,
     check_messages,
+    check_template_kwargs,
     generate_text,
     generation_config,
     stream_generate,
@@ -38,7 +40,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ChatOptions:
-    """What `EgtLM.chat` and `stream_chat` take besides the messages and chat-template arguments."""
+    """What `EgtLM.chat` and `stream_chat` take besides the messages.
+
+    `chat_template_kwargs` go to the tokenizer's chat template (e.g. {"tools": [...]}); `cancel` is
+    a `threading.Event` that, once set from any thread, ends the generation before its next token
+    (finish_reason "cancelled").
+    """
 
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -47,9 +54,28 @@ class ChatOptions:
     reuse_cache: bool = False
     recompute_tokens: int = 0
     logits_processor: Any = None
+    chat_template_kwargs: Mapping[str, Any] | None = None
+    cancel: threading.Event | None = None
 
     def __post_init__(self) -> None:
         check_recompute_tokens(self.recompute_tokens)
+        object.__setattr__(self, "chat_template_kwargs", check_template_kwargs(self.chat_template_kwargs))
+        if self.cancel is not None and not hasattr(self.cancel, "is_set"):
+            raise TypeError(f"cancel must be a threading.Event, got {type(self.cancel).__name__}.")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> ChatOptions:
+        """Options by name; unknown names are refused with the valid ones (no silent pass-through)."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            hints = [f"{u!r} -> {m[0]!r}" for u in unknown if (m := difflib.get_close_matches(u, names, n=1))]
+            meant = f" (did you mean {', '.join(hints)}?)" if hints else ""
+            raise TypeError(
+                f"Unknown chat option(s) {unknown}{meant}; the options are {names}. "
+                "Chat-template arguments go in chat_template_kwargs={...}."
+            )
+        return cls(**options)
 
 
 # Padded tokens per embedding forward on CPU: long texts run faster in small batches there
@@ -278,65 +304,79 @@ class EgtLM:
         reuse_cache: bool = False,
         recompute_tokens: int = 0,
         logits_processor: Any = None,
-        **template_kwargs: Any,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        cancel: threading.Event | None = None,
+        **unknown: Any,
     ) -> ChatResult:
         """Answer a conversation; greedy by default. Stop strings end the answer and are not returned.
 
         With `reuse_cache=True`, indexed or retrieved documents found in the prompt are spliced from
         the KV store instead of prefilled (the result then also reports what was reused);
         `recompute_tokens=n` recomputes the first n tokens of each spliced document, so they see the
-        documents before them. `logits_processor` constrains decoding (e.g. a grammar); extra keyword
-        arguments go to the chat template (e.g. `tools=`).
+        documents before them. `logits_processor` constrains decoding (e.g. a grammar);
+        `chat_template_kwargs` go to the chat template (e.g. `{"tools": [...]}`); setting `cancel`
+        (a `threading.Event`) stops the generation within one token. Unknown options are refused.
+        Generations queue for a process-wide slot (`set_generation_limit`); `result.queue_s` says
+        how long this one waited.
+
+        Example:
+            >>> m.chat("What is the capital of France?", max_new_tokens=16).text
         """
-        options = ChatOptions(
-            max_new_tokens, temperature, top_p, stop, reuse_cache, recompute_tokens, logits_processor
+        options = ChatOptions.from_options(
+            dict(
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                stop=stop,
+                reuse_cache=reuse_cache,
+                recompute_tokens=recompute_tokens,
+                logits_processor=logits_processor,
+                chat_template_kwargs=chat_template_kwargs,
+                cancel=cancel,
+                **unknown,
+            )
         )
-        return self._chat(messages, options, stream=False, template_kwargs=template_kwargs)
+        return self._chat(messages, options, stream=False)
 
     def stream_chat(self, messages: Any, **options: Any) -> ChatStream:
         """`chat` with the same options, yielding text pieces as they are generated.
 
         Inputs are checked at the call; the iterator's `.result` holds the token counts and timings
-        once it is exhausted.
-        """
-        names = {f.name for f in fields(ChatOptions)}
-        chat_options = ChatOptions(**{k: options.pop(k) for k in names & options.keys()})
-        return self._chat(messages, chat_options, stream=True, template_kwargs=options)
+        once it is exhausted. Breaking out of the loop, `close()` or `cancel()` on the stream stops
+        the generation within one token.
 
-    def _chat(
-        self, messages: Any, options: ChatOptions, stream: bool, template_kwargs: dict[str, Any]
-    ) -> Any:
-        max_new_tokens, temperature, top_p = options.max_new_tokens, options.temperature, options.top_p
-        stop, reuse_cache, logits_processor = options.stop, options.reuse_cache, options.logits_processor
+        Example:
+            >>> with m.stream_chat("Tell me a story", max_new_tokens=200) as stream:
+            ...     first = next(stream)  # leaving the block stops generating
+        """
+        return self._chat(messages, ChatOptions.from_options(options), stream=True)
+
+    def _chat(self, messages: Any, options: ChatOptions, stream: bool) -> Any:
         model = self._generator()
         checked = check_messages(messages)
-        config = generation_config(self.tokenizer, model, max_new_tokens, temperature, top_p)
-        if reuse_cache:
+        config = generation_config(
+            self.tokenizer, model, options.max_new_tokens, options.temperature, options.top_p
+        )
+        common = {"stop": options.stop or (), "logits_processor": options.logits_processor}
+        if options.reuse_cache:
             return self.rag.chat(
                 checked,
                 config,
-                stop=stop or (),
                 recompute_tokens=options.recompute_tokens,
-                logits_processor=logits_processor,
                 stream=stream,
-                **template_kwargs,
+                cancel=options.cancel,
+                **common,
+                **(options.chat_template_kwargs or {}),
             )
-        prompt = chat_input_ids(self.tokenizer, checked, **template_kwargs)
-        if stream:
-            result = ChatResult("", 0, 0, "stop")
-            pieces = stream_generate(
-                model,
-                self.tokenizer,
-                prompt,
-                config,
-                stop=stop or (),
-                logits_processor=logits_processor,
-                result=result,
-            )
-            return ChatStream(pieces, result)
-        return generate_text(
-            model, self.tokenizer, prompt, config, stop=stop or (), logits_processor=logits_processor
+        prompt = chat_input_ids(self.tokenizer, checked, options.chat_template_kwargs)
+        if not stream:
+            return generate_text(model, self.tokenizer, prompt, config, cancel=options.cancel, **common)
+        cancel = options.cancel or threading.Event()  # a stream can always be cancel()ed
+        result = ChatResult("", 0, 0, "stop")
+        pieces = stream_generate(
+            model, self.tokenizer, prompt, config, result=result, cancel=cancel, **common
         )
+        return ChatStream(pieces, result, cancel)
 
     def _max_batch_tokens(self) -> int | None:
         if self.config.max_batch_tokens is not None:

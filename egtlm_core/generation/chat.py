@@ -4,36 +4,44 @@
 stop strings that end generation and are cut from the text (also while streaming), token counts and
 time to first token. A `prefix_cache` lets the shared-cache RAG path hand in precomputed KV states;
 it is copied first because `generate` mutates the cache it is given.
+
+Every generation queues for the process-wide slot (`limit.py`, one at a time on CPU by default) and
+can be stopped within one token: by setting its `cancel` event from any thread, or by closing its
+stream (breaking out of it, `ChatStream.close()`, or dropping it), which a stopping criterion in the
+`generate` thread checks before every token.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
-import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import DynamicCache, GenerationConfig, TextIteratorStreamer
+from transformers import DynamicCache, GenerationConfig
 
-from ..modeling.compat import cache_kwarg
+from .streaming import StopFilter, _as_list, _stream
+
+__all__ = ["ChatResult", "ChatStream", "StopFilter", "_as_list", "generate_text", "stream_generate"]
 
 ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass
 class ChatResult:
-    """A finished generation. `ttft_s` is the time until the first generated token was ready."""
+    """A finished generation. `ttft_s` is the time until the first generated token was ready, counted
+    from when the generation got its slot; `queue_s` is how long it waited for that slot first."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    finish_reason: str  # "stop" (EOS or a stop string), "length", or "cancelled"
     ttft_s: float | None = None
     total_s: float = 0.0
+    queue_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -61,7 +69,30 @@ def check_messages(messages: Any) -> list[dict[str, Any]]:
     return checked
 
 
-def chat_input_ids(tokenizer: Any, messages: list[dict[str, Any]], **template_kwargs: Any) -> list[int]:
+# Arguments egtlm itself gives `apply_chat_template`; `chat_template_kwargs` may not override them.
+_TEMPLATE_RESERVED = ("conversation", "messages", "add_generation_prompt", "tokenize", "return_dict")
+
+
+def check_template_kwargs(template_kwargs: Any) -> dict[str, Any]:
+    """The chat-template arguments as a dict (e.g. {"tools": [...]}), refused where egtlm sets them."""
+    if template_kwargs is None:
+        return {}
+    if not isinstance(template_kwargs, Mapping):
+        raise TypeError(
+            "chat_template_kwargs must be a dict of chat-template arguments, got "
+            f"{type(template_kwargs).__name__}."
+        )
+    reserved = sorted(set(template_kwargs) & set(_TEMPLATE_RESERVED))
+    if reserved:
+        raise ValueError(
+            f"chat_template_kwargs may not set {reserved}; egtlm sets {list(_TEMPLATE_RESERVED)}."
+        )
+    return dict(template_kwargs)
+
+
+def chat_input_ids(
+    tokenizer: Any, messages: list[dict[str, Any]], template_kwargs: Mapping[str, Any] | None = None
+) -> list[int]:
     """Token ids of the chat prompt, ending with the assistant header."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
@@ -69,7 +100,7 @@ def chat_input_ids(tokenizer: Any, messages: list[dict[str, Any]], **template_kw
             "tokenizer.chat_template or use a chat/instruct model."
         )
     encoded = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True, return_dict=True, **template_kwargs
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, **(template_kwargs or {})
     )
     return list(encoded["input_ids"])
 
@@ -95,19 +126,19 @@ def generation_config(
     )
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 class ChatStream(Iterator[str]):
     """Text pieces of a streamed chat; `result` (token counts, finish reason, timings) is filled once
-    the pieces are exhausted."""
+    the pieces are exhausted, or when the stream is closed early.
 
-    def __init__(self, pieces: Iterator[str], result: ChatResult):
+    Stopping early stops the generation within one token: break out of a `for` loop over the stream
+    (the dropped stream closes itself), call `close()`, use it as a context manager, or `cancel()` it
+    from another thread (the consumer then gets the pieces so far and the end).
+    """
+
+    def __init__(self, pieces: Iterator[str], result: ChatResult, cancel: threading.Event | None = None):
         self._pieces = pieces
         self.result = result
+        self._cancel = cancel
 
     def __iter__(self) -> ChatStream:
         return self
@@ -115,45 +146,23 @@ class ChatStream(Iterator[str]):
     def __next__(self) -> str:
         return next(self._pieces)
 
+    def cancel(self) -> None:
+        """Ask the generation to stop before its next token (safe from any thread)."""
+        if self._cancel is None:
+            raise RuntimeError("This stream was made without a cancel event; close() it instead.")
+        self._cancel.set()
 
-class _TimedStreamer(TextIteratorStreamer):
-    """Notes when the first generated token arrives (the text queue lags it by whole words)."""
+    def close(self) -> None:
+        """Stop the generation (within one token) and wait for it to end; the pieces end here."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
 
-    first_token_at: float | None = None
+    def __enter__(self) -> ChatStream:
+        return self
 
-    def put(self, value: torch.Tensor) -> None:
-        if self.first_token_at is None and not (self.skip_prompt and self.next_tokens_are_prompt):
-            self.first_token_at = time.perf_counter()
-        super().put(value)
-
-
-class StopFilter:
-    """Holds back streamed text that could still become a stop string; cuts at the first stop."""
-
-    def __init__(self, stop: Sequence[str]):
-        self.stop = [s for s in stop if s]
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        self.pending += piece
-        hits = [self.pending.find(s) for s in self.stop if s in self.pending]
-        if hits:
-            self.stopped = True
-            out, self.pending = self.pending[: min(hits)], ""
-            return out
-        hold = max(
-            (k for s in self.stop for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0
-        )
-        out = self.pending[: len(self.pending) - hold]
-        self.pending = self.pending[len(out) :]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = ("" if self.stopped else self.pending), ""
-        return out
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def fit_to_context(model: Any, prompt_tokens: int, config: GenerationConfig) -> GenerationConfig:
@@ -194,85 +203,23 @@ def stream_generate(
     copy_cache: bool = True,
     logits_processor: Any = None,
     result: ChatResult | None = None,
+    *,
+    cancel: threading.Event | None = None,
 ) -> Iterator[str]:
     """Text pieces as they are generated; `result` (if given) is filled when they are exhausted.
 
     The prompt is checked against the model's context here, at the call, not at the first piece.
+    Setting `cancel` (any thread) ends the generation before its next token; so does closing the
+    returned iterator. Either way the generation's slot (`limit.py`) is given back.
     """
     config = fit_to_context(model, len(prompt_ids), config)
+    result = result if result is not None else ChatResult("", 0, 0, "stop")
     for processor in logits_processor or ():
         if hasattr(processor, "limit_budget"):  # processors that plan around the budget (JSON grammar)
             processor.limit_budget(config.max_new_tokens)
     return _stream(
-        model, tokenizer, prompt_ids, config, stop, prefix_cache, copy_cache, logits_processor, result
+        model, tokenizer, prompt_ids, config, stop, prefix_cache, copy_cache, logits_processor, result, cancel
     )
-
-
-def _stream(
-    model: Any,
-    tokenizer: Any,
-    prompt_ids: Sequence[int],
-    config: GenerationConfig,
-    stop: Sequence[str],
-    prefix_cache: DynamicCache | None,
-    copy_cache: bool,
-    logits_processor: Any,
-    result: ChatResult | None,
-) -> Iterator[str]:
-    stop = list(stop or ())
-    streamer = _TimedStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    ids = torch.tensor([list(prompt_ids)], device=model.device)
-    kwargs: dict[str, Any] = {
-        "input_ids": ids,
-        "attention_mask": torch.ones_like(ids),
-        "generation_config": config,
-        "streamer": streamer,
-    }
-    if stop:  # in the config, not as a generate kwarg (deprecated beside a generation_config)
-        kwargs["generation_config"] = copy.copy(config)
-        kwargs["generation_config"].stop_strings = stop
-        kwargs["tokenizer"] = tokenizer
-    if prefix_cache is not None:
-        # generate mutates the cache it is given: hand it a copy unless the caller built it for this call.
-        kwargs[cache_kwarg(model.forward)] = copy.deepcopy(prefix_cache) if copy_cache else prefix_cache
-    if logits_processor is not None:
-        kwargs["logits_processor"] = logits_processor
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            with torch.inference_mode():
-                outcome["sequences"] = model.generate(**kwargs)
-        except BaseException as err:  # surfaced in the caller's thread below
-            outcome["error"] = err
-            streamer.end()
-
-    start = time.perf_counter()
-    thread = threading.Thread(target=work, name="egtlm-generate", daemon=True)
-    thread.start()
-    stop_filter, pieces = StopFilter(stop), []
-    for piece in streamer:
-        text = stop_filter.feed(piece)
-        if text:
-            pieces.append(text)
-            yield text
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    tail = stop_filter.flush()
-    if tail:
-        pieces.append(tail)
-        yield tail
-    if result is not None:
-        new = outcome["sequences"][0, ids.shape[1] :]
-        ended_by_eos = len(new) > 0 and int(new[-1]) in _as_list(config.eos_token_id)
-        result.text = "".join(pieces)
-        result.prompt_tokens = ids.shape[1]
-        result.completion_tokens = len(new)
-        at_limit = len(new) >= config.max_new_tokens and not (ended_by_eos or stop_filter.stopped)
-        result.finish_reason = "length" if at_limit else "stop"
-        result.ttft_s = None if streamer.first_token_at is None else streamer.first_token_at - start
-        result.total_s = time.perf_counter() - start
 
 
 def generate_text(

@@ -296,6 +296,7 @@ class SharedCacheRAG:
         logits_processor: Any = None,
         stream: bool = False,
         recompute_tokens: int = 0,
+        cancel: Any = None,
         **template_kwargs: Any,
     ) -> Any:
         """Chat where known documents found in the rendered prompt are spliced from the store.
@@ -318,10 +319,11 @@ class SharedCacheRAG:
             recompute_tokens,
             stop,
             logits_processor,
+            cancel=cancel,
             alternates=(self.default_prefix(),) if plan.documents else (),
         )
         if stream:
-            return ChatStream(pieces, result)
+            return ChatStream(pieces, result, cancel)
         for _ in pieces:
             pass
         return result
@@ -337,6 +339,7 @@ class SharedCacheRAG:
         stop: Sequence[str],
         logits_processor: Any = None,
         alternates: Sequence[Segment] = (),
+        cancel: Any = None,
     ) -> Iterator[str]:
         """The answer's text pieces. Callers check the prompt against the context first
         (`fit_to_context`), so that an over-long prompt fails at the call, not at the first piece."""
@@ -354,10 +357,12 @@ class SharedCacheRAG:
             pieces = stream_generate(
                 model, self.tokenizer, ids, config, stop=stop, prefix_cache=cache,
                 logits_processor=logits_processor, result=result, prefilled_logits=logits, started=start,
+                cancel=cancel,
             )  # fmt: skip
         else:
             pieces = stream_generate(
-                model, self.tokenizer, ids, config, stop=stop, logits_processor=logits_processor, result=result
+                model, self.tokenizer, ids, config, stop=stop, logits_processor=logits_processor, result=result,
+                cancel=cancel,
             )
         prepared = time.perf_counter() - start
         yield from pieces

@@ -1,0 +1,261 @@
+"""Running `generate` for one chat: in a worker thread, in a generation slot, stoppable.
+
+The consumer reads text pieces from a streamer while `generate` runs in a thread that holds one of
+the process-wide generation slots (`limit.py`) until it ends. A stopping criterion checked before
+every token ends it early once the caller's `cancel` event is set or the consumer closes the pieces
+(breaking out of a loop over them, or dropping them). Stop strings are cut from the text as it
+streams (`StopFilter`).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import (
+    DynamicCache,
+    GenerationConfig,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
+
+from ..modeling.compat import cache_kwarg
+from .limit import GenerationCancelled, generation_limit
+
+if TYPE_CHECKING:
+    from .chat import ChatResult
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class _Cancelled(StoppingCriteria):
+    """Ends `generate` before the next token once any of its events is set."""
+
+    def __init__(self, *events: threading.Event | None):
+        self.events = [e for e in events if e is not None]
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
+        stop = any(e.is_set() for e in self.events)
+        flags = torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+        return flags  # type: ignore[return-value]
+
+
+class _TimedStreamer(TextIteratorStreamer):
+    """Notes when the first generated token arrives (the text queue lags it by whole words)."""
+
+    first_token_at: float | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.first_token_at is None and not (self.skip_prompt and self.next_tokens_are_prompt):
+            self.first_token_at = time.perf_counter()
+        super().put(value)
+
+
+class StopFilter:
+    """Holds back streamed text that could still become a stop string; cuts at the first stop."""
+
+    def __init__(self, stop: Sequence[str]):
+        self.stop = [s for s in stop if s]
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        self.pending += piece
+        hits = [self.pending.find(s) for s in self.stop if s in self.pending]
+        if hits:
+            self.stopped = True
+            out, self.pending = self.pending[: min(hits)], ""
+            return out
+        hold = max(
+            (k for s in self.stop for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0
+        )
+        out = self.pending[: len(self.pending) - hold]
+        self.pending = self.pending[len(out) :]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+
+def _generate_kwargs(
+    model: Any,
+    tokenizer: Any,
+    ids: torch.Tensor,
+    config: GenerationConfig,
+    stop: list[str],
+    prefix_cache: DynamicCache | None,
+    copy_cache: bool,
+    logits_processor: Any,
+) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "generation_config": config,
+    }
+    if stop:  # in the config, not as a generate kwarg (deprecated beside a generation_config)
+        kwargs["generation_config"] = copy.copy(config)
+        kwargs["generation_config"].stop_strings = stop
+        kwargs["tokenizer"] = tokenizer
+    if prefix_cache is not None:
+        # generate mutates the cache it is given: hand it a copy unless the caller built it for this call.
+        kwargs[cache_kwarg(model.forward)] = copy.deepcopy(prefix_cache) if copy_cache else prefix_cache
+    if logits_processor is not None:
+        kwargs["logits_processor"] = logits_processor
+    return kwargs
+
+
+class _Generation:
+    """One `generate` call in a worker thread that holds a generation slot while it runs."""
+
+    def __init__(self, model: Any, kwargs: dict[str, Any], streamer: _TimedStreamer, cancel: Any):
+        self.closed = threading.Event()  # the consumer went away
+        self.cancel = cancel
+        kwargs["streamer"] = streamer
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel, self.closed)])
+        self.model, self.kwargs, self.streamer = model, kwargs, streamer
+        self.outcome: dict[str, Any] = {}
+        self.limit = generation_limit(model.device.type)
+        self.thread = threading.Thread(target=self._work, name="egtlm-generate", daemon=True)
+
+    def start(self) -> float:
+        """Wait for a slot (raises GenerationCancelled), start generating; returns the queue time."""
+        queued = self.limit.acquire(self.cancel)
+        try:
+            self.thread.start()
+        except BaseException:
+            self.limit.release()
+            raise
+        return queued
+
+    def _work(self) -> None:
+        try:
+            with torch.inference_mode():
+                self.outcome["sequences"] = self.model.generate(**self.kwargs)
+        except BaseException as err:  # surfaced in the caller's thread
+            self.outcome["error"] = err
+            self.streamer.end()
+        finally:
+            self.limit.release()
+
+    def stop(self) -> None:
+        """The consumer stopped early: end generate before its next token and wait for it."""
+        self.closed.set()
+        self.thread.join()
+
+    def new_tokens(self, prompt_length: int) -> torch.Tensor:
+        sequences = self.outcome.get("sequences")
+        return sequences[0, prompt_length:] if sequences is not None else torch.zeros(0, dtype=torch.long)
+
+
+def _stream(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: Sequence[int],
+    config: GenerationConfig,
+    stop: Sequence[str],
+    prefix_cache: DynamicCache | None,
+    copy_cache: bool,
+    logits_processor: Any,
+    result: ChatResult,
+    cancel: threading.Event | None = None,
+) -> Iterator[str]:
+    stop = list(stop or ())
+    streamer = _TimedStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    ids = torch.tensor([list(prompt_ids)], device=model.device)
+    kwargs = _generate_kwargs(model, tokenizer, ids, config, stop, prefix_cache, copy_cache, logits_processor)
+    job = _Generation(model, kwargs, streamer, cancel)
+    try:
+        result.queue_s = job.start()
+    except GenerationCancelled:
+        result.prompt_tokens, result.finish_reason = ids.shape[1], "cancelled"
+        return
+    start = time.perf_counter()
+    stop_filter, pieces = StopFilter(stop), []
+    try:
+        for piece in streamer:
+            text = stop_filter.feed(piece)
+            if text:
+                pieces.append(text)
+                yield text
+    except BaseException:  # GeneratorExit: the consumer closed or dropped the stream
+        job.stop()
+        _fill(result, job.new_tokens(ids.shape[1]), ids.shape[1], pieces, "cancelled", streamer, start)
+        raise
+    job.thread.join()
+    if "error" in job.outcome:
+        raise job.outcome["error"]
+    tail = stop_filter.flush()
+    if tail:
+        pieces.append(tail)
+        yield tail
+    new = job.new_tokens(ids.shape[1])
+    _fill(
+        result, new, ids.shape[1], pieces, _finish_reason(new, config, stop_filter, cancel), streamer, start
+    )
+
+
+def _finish_reason(new: torch.Tensor, config: GenerationConfig, stop_filter: StopFilter, cancel: Any) -> str:
+    if (len(new) > 0 and int(new[-1]) in _as_list(config.eos_token_id)) or stop_filter.stopped:
+        return "stop"
+    if config.max_new_tokens is not None and len(new) >= config.max_new_tokens:
+        return "length"
+    return "cancelled" if cancel is not None and cancel.is_set() else "stop"
+
+
+def _fill(
+    result: ChatResult,
+    new: torch.Tensor,
+    prompt_tokens: int,
+    pieces: list[str],
+    finish_reason: str,
+    streamer: _TimedStreamer,
+    start: float,
+) -> None:
+    result.text = "".join(pieces)
+    result.prompt_tokens = prompt_tokens
+    result.completion_tokens = len(new)
+    result.finish_reason = finish_reason
+    result.ttft_s = None if streamer.first_token_at is None else streamer.first_token_at - start
+    result.total_s = time.perf_counter() - start
+
+
+def _in_slot(
+    pieces: Iterator[str], device_type: str, cancel: threading.Event | None, result: ChatResult | None
+) -> Iterator[str]:
+    """Pieces decoded in the consumer's thread, holding a generation slot until they end or the
+    stream is closed; a set `cancel` ends them at the next piece."""
+    limit = generation_limit(device_type)
+    try:
+        queued = limit.acquire(cancel)
+    except GenerationCancelled:
+        if result is not None:
+            result.finish_reason = "cancelled"
+        return
+    try:
+        for piece in pieces:
+            yield piece
+            if cancel is not None and cancel.is_set():
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()
+                if result is not None:
+                    result.finish_reason = "cancelled"
+                return
+    finally:
+        limit.release()
+        if result is not None:
+            result.queue_s = queued
