@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from transformers import DynamicCache, GenerationConfig
 
-from .streaming import StopFilter, _as_list, _stream
+from .streaming import StopFilter, _as_list, _in_slot, _stream
 
+# StopFilter and _as_list are imported from here by decode.py.
 __all__ = ["ChatResult", "ChatStream", "StopFilter", "_as_list", "generate_text", "stream_generate"]
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -204,11 +205,16 @@ def stream_generate(
     logits_processor: Any = None,
     result: ChatResult | None = None,
     *,
+    prefilled_logits: torch.Tensor | None = None,
+    started: float | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[str]:
     """Text pieces as they are generated; `result` (if given) is filled when they are exhausted.
 
     The prompt is checked against the model's context here, at the call, not at the first piece.
+    With `prefilled_logits` (the shared-cache path: `prefix_cache` already holds the whole prompt
+    and these are the next-token logits) decoding starts from them in `decode.decode_stream`, with
+    no `generate` call and no copy of the cache; `result.ttft_s` then counts from `started`.
     Setting `cancel` (any thread) ends the generation before its next token; so does closing the
     returned iterator. Either way the generation's slot (`limit.py`) is given back.
     """
@@ -217,6 +223,24 @@ def stream_generate(
     for processor in logits_processor or ():
         if hasattr(processor, "limit_budget"):  # processors that plan around the budget (JSON grammar)
             processor.limit_budget(config.max_new_tokens)
+    if prefilled_logits is not None:
+        from .decode import decode_stream  # decode imports this module's StopFilter
+
+        if prefix_cache is None:
+            raise ValueError("prefilled_logits needs the prompt's states in prefix_cache.")
+        pieces = decode_stream(
+            model,
+            tokenizer,
+            prompt_ids,
+            prefix_cache,
+            prefilled_logits,
+            config,
+            stop,
+            logits_processor,
+            result,
+            started,
+        )
+        return _in_slot(pieces, model.device.type, cancel, result)
     return _stream(
         model, tokenizer, prompt_ids, config, stop, prefix_cache, copy_cache, logits_processor, result, cancel
     )

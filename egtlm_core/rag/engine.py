@@ -350,23 +350,18 @@ class SharedCacheRAG:
         if reuse and problem:
             logger.warning("Not reusing cached states: %s; prefilling the whole prompt.", problem)
         stats = ReuseStats(prefilled_tokens=len(ids), fallback=problem)
-        if reuse and not problem:
+        options: dict[str, Any] = {"stop": stop, "logits_processor": logits_processor, "result": result}
+        options["cancel"] = cancel  # a set event stops decoding within a token (generation/chat.py)
+        spliced = reuse and not problem
+        if spliced:
             # One forward for every live token (separators, question) gives the first token's logits;
             # decoding goes on from them in the caller's thread, without `generate`.
             cache, logits, stats = self.reuser.prefill(plan, model, recompute_tokens, alternates)
-            pieces = stream_generate(
-                model, self.tokenizer, ids, config, stop=stop, prefix_cache=cache,
-                logits_processor=logits_processor, result=result, prefilled_logits=logits, started=start,
-                cancel=cancel,
-            )  # fmt: skip
-        else:
-            pieces = stream_generate(
-                model, self.tokenizer, ids, config, stop=stop, logits_processor=logits_processor, result=result,
-                cancel=cancel,
-            )
+            options.update(prefix_cache=cache, prefilled_logits=logits, started=start)
+        pieces = stream_generate(model, self.tokenizer, ids, config, **options)
         prepared = time.perf_counter() - start
         yield from pieces
-        if stats.build_s == 0.0:  # generate timed its first token from its own start
+        if not spliced:  # generate timed its first token from its own start
             result.ttft_s = None if result.ttft_s is None else result.ttft_s + prepared
         result.total_s = time.perf_counter() - start
         result.reused_tokens, result.prefilled_tokens, result.reuse = (

@@ -288,16 +288,17 @@ class KVReuser:
         self, entry: KVEntry, skip: int, at: int, keys: torch.Tensor, values: torch.Tensor
     ) -> None:
         """Write entry tokens [skip:] into `keys`/`values` [layers, kv_heads, n, dim], keys re-rotated
-        to start at `at` (all layers in one op; the entry itself is never written to)."""
+        to start at `at` (the entry itself is never written to).
+
+        Layer by layer: one layer's float32 temporaries (~0.2 MB for 300 tokens) stay in cache, which
+        made this about twice as fast as rotating all layers stacked in one call (measured on the
+        2-core EPYC, bf16).
+        """
         delta = at - (entry.position_offset + skip)
         for out, v in zip(values, entry.values, strict=True):
             out.copy_(v[:, skip:])
-        if delta == 0:
-            for out, k in zip(keys, entry.keys, strict=True):
-                out.copy_(k[:, skip:])
-        else:
-            stacked = torch.stack([k[:, skip:] for k in entry.keys]).to(keys.device)
-            keys.copy_(rerotate_keys(stacked, delta, self.rope.inv_freq))
+        for out, k in zip(keys, entry.keys, strict=True):
+            out.copy_(k[:, skip:] if delta == 0 else rerotate_keys(k[:, skip:], delta, self.rope.inv_freq))
 
     def _splice_parts(self, parts: list[tuple[KVEntry, int, int]]) -> tuple[DynamicCache, torch.Tensor]:
         """One cache of (entry, skip, at) parts, each written once into buffers sized for all of them

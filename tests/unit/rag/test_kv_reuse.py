@@ -241,3 +241,74 @@ def test_default_capture_is_causal_even_with_bidirectional_embeddings(tiny_llama
         m = load(tiny_llama_dir, **kwargs)
         plan = m.rag.plan(QUESTION, DOCS[:1])
         assert m.rag.reuser.key(plan.documents[0], plan.prefix).capture == "causal", kwargs
+
+
+# --- prefill: every live token and the question in one forward, the first token from it ------------
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_prefill_gives_the_first_token_logits_of_a_full_prefill(tiny_model_dirs, arch):
+    m = load(tiny_model_dirs[arch])
+    plan = m.rag.plan(QUESTION, DOCS[:1])
+    cache, logits, stats = m.rag.reuser.prefill(plan, m.model)
+    assert max_diff(logits[0].float(), full_logits(m, plan.token_ids)) <= 1e-4
+    assert cache.get_seq_length() == len(plan.token_ids)  # the whole prompt, question included
+    assert stats.reused_tokens + stats.prefilled_tokens == len(plan.token_ids)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("recompute", [0, 3])
+def test_separators_folded_into_the_question_forward_keep_the_block_attention_result(
+    tiny_model_dirs, arch, recompute
+):
+    m = load(tiny_model_dirs[arch])
+    plan = m.rag.plan(QUESTION, DOCS)
+    assert sum(not s.cached for s in plan.segments[:-1]) == 2  # two live separators
+    _, logits, stats = m.rag.reuser.prefill(plan, m.model, recompute_tokens=recompute)
+    assert max_diff(logits[0].float(), block_attention_logits(m, plan, recompute_tokens=recompute)) <= 1e-4
+    built, _ = reuse_logits(m, plan, recompute_tokens=recompute)  # `build` + a separate tail forward
+    assert max_diff(logits[0].float(), built) <= 1e-4
+    assert stats.reused_tokens + stats.prefilled_tokens == len(plan.token_ids)
+
+
+def test_a_warm_answer_runs_one_forward_and_no_generate(tiny_llama_dir, monkeypatch):
+    m = load(tiny_llama_dir)
+    m.index(DOCS)
+    want = m.answer(QUESTION, DOCS, max_new_tokens=1).text
+    calls = []
+    hook = m.rag.reuser.body.register_forward_pre_hook(lambda module, args: calls.append(args))
+
+    def no_generate(*args, **kwargs):
+        raise AssertionError("the reuse path must not call generate")
+
+    monkeypatch.setattr(m.model, "generate", no_generate)
+    try:
+        result = m.answer(QUESTION, DOCS, max_new_tokens=1)
+    finally:
+        hook.remove()
+    assert result.text == want and result.completion_tokens == 1
+    assert len(calls) == 1  # separators + question + first token: one forward of the body
+    assert result.reuse.hits == len(DOCS) + 1 and result.ttft_s is not None
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_reused_answers_stream_and_stop_like_full_prefill(tiny_model_dirs, arch):
+    m = load(tiny_model_dirs[arch])
+    full = m.answer(QUESTION, DOCS[:1], max_new_tokens=24, reuse_cache=False)
+    reused = m.answer(QUESTION, DOCS[:1], max_new_tokens=24)
+    assert (reused.text, reused.completion_tokens, reused.finish_reason) == (
+        full.text,
+        full.completion_tokens,
+        full.finish_reason,
+    )
+    stop = next(
+        full.text[i : i + 2]
+        for i in range(2, len(full.text) - 2)
+        if full.text[i : i + 2].isascii() and full.text.find(full.text[i : i + 2]) == i
+    )
+    cut = m.answer(QUESTION, DOCS[:1], max_new_tokens=24, stop=[stop], reuse_cache=False)
+    pieces = list(m.answer(QUESTION, DOCS[:1], max_new_tokens=24, stop=[stop], stream=True))
+    assert "".join(pieces) == cut.text and stop not in cut.text and full.text.startswith(cut.text)
+    sampled = []
+    for reuse in (False, True):  # the same draws from the same distribution (generate's processors)
+        torch.manual_seed(7)
+        sampled.append(m.answer(QUESTION, DOCS[:1], max_new_tokens=12, temperature=0.8, reuse_cache=reuse))
+    assert sampled[0].text == sampled[1].text and sampled[0].text != full.text[: len(sampled[0].text)]
