@@ -54,8 +54,11 @@ class EgtLMConfig:
         pooling: how token states become one vector; "last" is e5-mistral's last real token.
         attention: attention during the embedding pass; generation is always causal.
         normalize: L2-normalise embeddings.
-        embed_eos: a string appended to every embedded text (GritLM/e5 append EOS for "last" pooling).
-            None means the tokenizer's EOS for "last" pooling and nothing otherwise; "" means nothing.
+        embed_eos: a string appended to every embedded text. None (default) appends the tokenizer's
+            EOS only where the prompt format expects it: "e5" with "last" pooling (e5-mistral pools
+            the EOS state). GritLM's own default is embed_eos="" (nothing), so GritLM settings
+            (`pooling_method="lasttoken", attn="cccc"`) pool the last text token, as GritLM does;
+            pass embed_eos="</s>" (or the model's EOS) to append it; "" never appends anything.
         prompt_format: how an instruction is wrapped (`prompts.py`).
         prompt_template: the template for prompt_format="custom"; must contain "{instruction}".
         query_instruction: task text applied by `encode_queries`.
@@ -114,6 +117,11 @@ class EgtLMConfig:
             raise ValueError(
                 f"max_batch_tokens must be a positive integer or None, got {self.max_batch_tokens!r}."
             )
+
+    @property
+    def appends_eos(self) -> bool:
+        """Whether embed_eos=None appends the tokenizer's EOS: only for e5 prompts with last pooling."""
+        return self.embed_eos is None and self.prompt_format == "e5" and self.pooling == "last"
 
     @property
     def resolved_capture(self) -> Literal["reuse", "causal"]:

@@ -182,10 +182,11 @@ class EgtLM:
 
     # --- embedding --------------------------------------------------------------------------------
     def _suffix_ids(self) -> list[int]:
+        """Token ids appended to every embedded text: `embed_eos` (see `EgtLMConfig.appends_eos`)."""
         eos = self.config.embed_eos
         if eos is None:
             eos_id = self.tokenizer.eos_token_id
-            return [eos_id] if self.config.pooling == "last" and eos_id is not None else []
+            return [eos_id] if self.config.appends_eos and eos_id is not None else []
         return list(self.tokenizer(eos, add_special_tokens=False)["input_ids"]) if eos else []
 
     def _embedding_pass(self) -> EmbeddingPass:

@@ -179,6 +179,41 @@ def test_gritlm_names_map_and_embed_like_gritlm(tiny_llama_dir):
     np.testing.assert_allclose(np.linalg.norm(bbcc.encode(DOCS), axis=1), 1.0, atol=1e-5)
 
 
+def gritlm_reference(m: EgtLM, texts: list[str], instruction: str, embed_eos: str = "") -> np.ndarray:
+    """GritLM's encode written out: tokenize instruction + text + embed_eos (GritLM's default embed_eos
+    is ""), run the causal model, take the last position's state, L2-normalise."""
+    rows = []
+    for text in texts:
+        ids = m.tokenizer(instruction + text + embed_eos)["input_ids"]
+        with torch.no_grad():
+            state = m.model.model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+        rows.append(torch.nn.functional.normalize(state, dim=-1).numpy())
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_gritlm_lasttoken_pools_the_last_text_token_without_eos(tiny_model_dirs, arch):
+    m = load(tiny_model_dirs[arch], pooling_method="lasttoken", attn="cccc")
+    assert m.config.embed_eos is None and not m.config.appends_eos
+    instruction = format_instruction("Retrieve passages", "gritlm")
+    got = m.encode(DOCS, instruction=instruction)
+    np.testing.assert_allclose(got, gritlm_reference(m, DOCS, instruction), atol=1e-5)
+    # the reference really pools a text token, not EOS, and EOS would have changed the vector
+    assert m.tokenizer(instruction + DOCS[0])["input_ids"][-1] != m.tokenizer.eos_token_id
+    with_eos = gritlm_reference(m, DOCS, instruction, embed_eos=m.tokenizer.eos_token)
+    assert np.abs(got - with_eos).max() > 1e-3
+
+
+def test_eos_is_appended_for_e5_prompts_or_when_asked(tiny_llama_dir):
+    e5 = load(tiny_llama_dir, pooling="last", prompt_format="e5")
+    assert e5.config.appends_eos
+    np.testing.assert_allclose(e5.encode(DOCS), gritlm_reference(e5, DOCS, "", "</s>"), atol=1e-5)
+    asked = load(tiny_llama_dir, pooling_method="lasttoken", attn="cccc", embed_eos="</s>")
+    np.testing.assert_allclose(asked.encode(DOCS), gritlm_reference(asked, DOCS, "", "</s>"), atol=1e-5)
+    assert not EgtLMConfig(pooling="mean", prompt_format="e5").appends_eos  # only last pooling pools EOS
+    assert not EgtLMConfig(pooling="last", prompt_format="e5", embed_eos="").appends_eos
+
+
 # --- encode_queries / encode_documents --------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kwargs", "expected_prefix"),

@@ -33,7 +33,8 @@ def lm_for(path, **config) -> EgtLM:
     [
         {},
         {"pooling": "mean"},
-        {"pooling": "last"},  # EOS appended, as EgtLM.encode does
+        {"pooling": "last"},  # the last text token, as EgtLM.encode pools it
+        {"pooling": "last", "prompt_format": "e5"},  # EOS appended, as EgtLM.encode does
         {"pooling": "cls"},
         {"attention": "bidirectional", "pooling": "mean"},
         {"normalize": False},

@@ -64,7 +64,7 @@ def test_causal_embedding_equals_hf_default_forward(tiny_llama_dir, pooling):
     for t in TEXTS:
         enc = tok(INSTRUCTION + t, return_offsets_mapping=True)
         start = next(i for i, (_, e) in enumerate(enc["offset_mapping"]) if e > len(INSTRUCTION))
-        ids = list(enc["input_ids"]) + ([tok.eos_token_id] if pooling == "last" else [])
+        ids = list(enc["input_ids"])  # no EOS: only e5 prompts append one by default
         rows.append((ids, start))
     longest = max(len(ids) for ids, _ in rows)
     input_ids = torch.tensor([ids + [tok.pad_token_id] * (longest - len(ids)) for ids, _ in rows])
@@ -179,7 +179,7 @@ def test_get_cache_with_reused_bidirectional_states_is_not_exact(tiny_llama_dir)
 
 
 def test_get_cache_single_string_and_last_pooling_eos(tiny_llama_dir):
-    m = load(tiny_llama_dir, pooling="last")
+    m = load(tiny_llama_dir, pooling="last", prompt_format="e5")  # e5 + last: EOS appended
     vec, cache = m.encode("fox", get_cache=True)
     assert vec.shape == (64,)
     assert isinstance(cache, DynamicCache)

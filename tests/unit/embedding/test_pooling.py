@@ -91,7 +91,7 @@ def test_encode_matches_reference(tiny_llama_dir, ref_body, method, attention, p
     )
     got = m.encode(TEXTS, instruction=INSTRUCTION, batch_size=3)
     want = reference(
-        m, ref_body, TEXTS, INSTRUCTION, method, attention == "bidirectional", eos=method == "last"
+        m, ref_body, TEXTS, INSTRUCTION, method, attention == "bidirectional", eos=False
     )
     assert got.dtype == np.float32 and got.shape == (len(TEXTS), 64)
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -99,11 +99,12 @@ def test_encode_matches_reference(tiny_llama_dir, ref_body, method, attention, p
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_last_pooling_appends_eos_only_when_embed_eos_is_none(tiny_llama_dir, ref_body, padding_side):
+def test_last_pooling_appends_eos_for_e5_prompts_only(tiny_llama_dir, ref_body, padding_side):
     with_eos = EgtLM(
         str(tiny_llama_dir),
         torch_dtype="float32",
         pooling="last",
+        prompt_format="e5",  # e5-mistral pools the EOS state; other formats append nothing by default
         padding_side=padding_side,
         attention="bidirectional",
     )
@@ -111,6 +112,7 @@ def test_last_pooling_appends_eos_only_when_embed_eos_is_none(tiny_llama_dir, re
         str(tiny_llama_dir),
         torch_dtype="float32",
         pooling="last",
+        prompt_format="e5",
         embed_eos="",
         padding_side=padding_side,
         attention="bidirectional",
