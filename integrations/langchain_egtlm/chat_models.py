@@ -3,12 +3,11 @@ embedder and retriever of the same model."""
 
 from __future__ import annotations
 
-import asyncio
+import difflib
 import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
@@ -24,13 +23,13 @@ try:
 except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from err
 
-from egtlm_core import EgtLM, JsonGrammar, LazyLM, display_name, json_grammar, shared_lm, tool_call_schema
+from egtlm_core import EgtLM, LazyLM, display_name, json_grammar, shared_lm, tool_call_schema
 
-from ._async import iterate_in_thread
+from ._async import iterate_in_thread, run_in_thread
 from ._messages import to_chat_messages
+from ._request import Request, metadata
 from ._structured import structured_runnable
 from ._tool_calling import (
-    ToolPlan,
     looks_like_call,
     new_call_id,
     parse_tool_calls,
@@ -44,27 +43,9 @@ DEFAULT_MAX_TOKENS = 256
 # Per-call keyword arguments `_generate`/`_stream` understand (besides those `bind_tools` and
 # `with_structured_output` bind).
 _CALL_OPTIONS = ("model", "temperature", "max_tokens", "top_p", "reuse_cache", "recompute_tokens")
-
-
-@dataclass
-class _Request:
-    """One generation, resolved: the model, the rendered messages and the decoding options."""
-
-    lm: EgtLM
-    model_name: str
-    messages: list[dict[str, str]]
-    options: dict[str, Any]
-    grammar: JsonGrammar | None
-    tools: ToolPlan | None
-
-    def processors(self) -> list[Any] | None:
-        if self.grammar is None:
-            return None
-        return [self.grammar.processor(max_new_tokens=self.options["max_new_tokens"])]
-
-    def chat_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `EgtLM.chat` / `stream_chat` (a fresh grammar processor each time)."""
-        return {**self.options, "logits_processor": self.processors()}
+# Settings of hosted chat models (the standard suites pass some) that mean nothing locally: accepted
+# with a warning. Any other unknown name is refused, so a typo never passes silently.
+_IGNORED_SETTINGS = ("api_key", "base_url", "timeout", "request_timeout", "max_retries", "organization")
 
 
 class ChatEgtLM(BaseChatModel):
@@ -86,7 +67,7 @@ class ChatEgtLM(BaseChatModel):
         >>> chat.bind_tools([get_weather], tool_choice="any").invoke("Weather in Paris?").tool_calls
     """
 
-    model_config = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
     model: Any = None
     """A local path, `.gguf` file, hub id, an `EgtLM` instance, or None for the packaged default."""
@@ -112,14 +93,30 @@ class ChatEgtLM(BaseChatModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _note_ignored(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            ignored = sorted(set(data) - set(cls.model_fields) - {"model_name"})
-            if ignored:
-                logger.warning("ChatEgtLM runs locally and ignores %s.", ignored)
-            if "model_name" in data and "model" not in data:  # the common alias in other integrations
-                data = {**data, "model": data["model_name"]}
-        return data
+    def _check_names(cls, data: Any) -> Any:
+        """Hosted-API settings are dropped with a warning; any other unknown name is an error."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "model_name" in data:  # the common alias in other integrations
+            name = data.pop("model_name")
+            data.setdefault("model", name)
+        unknown = sorted(set(data) - set(cls.model_fields))
+        ignored = [k for k in unknown if k in _IGNORED_SETTINGS]
+        if ignored:
+            logger.warning("ChatEgtLM runs locally and ignores %s.", ignored)
+        wrong = [k for k in unknown if k not in _IGNORED_SETTINGS]
+        if wrong:
+            hints = [
+                f"{w!r} -> {m[0]!r}"
+                for w in wrong
+                if (m := difflib.get_close_matches(w, cls.model_fields, 1))
+            ]
+            meant = f" (did you mean {', '.join(hints)}?)" if hints else ""
+            raise ValueError(
+                f"ChatEgtLM got unknown settings {wrong}{meant}; its settings are {sorted(cls.model_fields)}."
+            )
+        return {k: v for k, v in data.items() if k not in ignored}
 
     @model_validator(mode="after")
     def _build_client(self) -> ChatEgtLM:
@@ -167,7 +164,7 @@ class ChatEgtLM(BaseChatModel):
     # --- requests -----------------------------------------------------------------------------------
     def _request(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> _Request:
+    ) -> Request:
         kwargs = dict(kwargs)
         tools, tool_choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
         response_format = kwargs.pop("response_format", None)
@@ -198,9 +195,9 @@ class ChatEgtLM(BaseChatModel):
             "recompute_tokens": kwargs.get("recompute_tokens", self.recompute_tokens),
         }
         name = display_name(model if model is not None else self.model)
-        return _Request(lm, name, chat, options, grammar, plan)
+        return Request(lm, name, chat, options, grammar, plan)
 
-    def _tool_calls(self, req: _Request, text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _tool_calls(self, req: Request, text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(tool calls, invalid tool calls) in the answer text."""
         if req.tools is None:
             return [], []
@@ -214,40 +211,17 @@ class ChatEgtLM(BaseChatModel):
             ]
         return [], []
 
-    @staticmethod
-    def _metadata(req: _Request, result: Any, has_calls: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(usage_metadata, response_metadata) for a finished generation."""
-        reused = int(getattr(result, "reused_tokens", 0))
-        usage: dict[str, Any] = {
-            "input_tokens": result.prompt_tokens,
-            "output_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens,
-        }
-        if req.options["reuse_cache"]:
-            usage["input_token_details"] = {"cache_read": reused}
-        reuse = getattr(result, "reuse", None)
-        stats = {
-            "ttft_s": result.ttft_s,
-            "total_s": result.total_s,
-            "reused_tokens": reused,
-            "prefilled_tokens": int(getattr(result, "prefilled_tokens", result.prompt_tokens)),
-        }
-        if reuse is not None:  # exact / approximate slots, recomputed tokens, hits, misses, fallback
-            stats.update(reuse.summary())
-        response = {
-            "model_name": req.model_name,
-            "finish_reason": "tool_calls" if has_calls else result.finish_reason,
-            "egtlm": stats,
-        }
-        return usage, response
-
     def _generate_message(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict,
+        cancel: threading.Event | None = None,
     ) -> AIMessage:
         req = self._request(messages, stop, kwargs)
-        result = req.lm.chat(req.messages, **req.chat_kwargs())
+        result = req.lm.chat(req.messages, **req.chat_kwargs(cancel))
         calls, invalid = self._tool_calls(req, result.text)
-        usage, response = self._metadata(req, result, bool(calls))
+        usage, response = metadata(req, result, bool(calls))
         return AIMessage(
             content="" if calls else result.text,
             tool_calls=calls,
@@ -274,7 +248,10 @@ class ChatEgtLM(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        message = await asyncio.to_thread(self._generate_message, messages, stop, kwargs)
+        """`_generate` in a worker thread; cancelling the task stops the generation within one token."""
+        message = await run_in_thread(
+            lambda cancelled: self._generate_message(messages, stop, kwargs, cancelled), "egtlm-ainvoke"
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _chunks(
@@ -286,7 +263,15 @@ class ChatEgtLM(BaseChatModel):
         parsed; a forced call is emitted whole at the end.
         """
         req = self._request(messages, stop, kwargs)
-        stream = req.lm.stream_chat(req.messages, **req.chat_kwargs())
+        stream = req.lm.stream_chat(req.messages, **req.chat_kwargs(cancelled))
+        try:  # an early exit (break, a closed generator, a cancelled task) ends generate at once
+            yield from self._pieces_then_last(req, stream, cancelled)
+        finally:
+            stream.close()
+
+    def _pieces_then_last(
+        self, req: Request, stream: Any, cancelled: threading.Event
+    ) -> Iterator[ChatGenerationChunk]:
         hold = req.tools is not None and bool(req.tools.forced)
         undecided = req.tools is not None and not hold
         held = ""
@@ -305,7 +290,7 @@ class ChatEgtLM(BaseChatModel):
         calls, invalid = self._tool_calls(req, held) if held else ([], [])
         if held and not calls:
             yield ChatGenerationChunk(message=AIMessageChunk(content=held))
-        usage, response = self._metadata(req, stream.result, bool(calls))
+        usage, response = metadata(req, stream.result, bool(calls))
         call_chunks = [
             {
                 "name": c["name"],

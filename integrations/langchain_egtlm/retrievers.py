@@ -66,7 +66,7 @@ class EgtLMCacheRetriever(BaseRetriever):
         >>> retriever.invoke("capital of France?", k=1)[0].metadata["egtlm_cache_key"]
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     vectorstore: VectorStore | None = None
     """Where the vectors live; None: this retriever's own in-memory `DocumentIndex`."""
