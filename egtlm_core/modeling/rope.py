@@ -22,10 +22,13 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def rerotate_keys(keys: torch.Tensor, delta: int, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Keys [..., seq, head_dim] computed at positions p -> the same keys at p + delta (new tensor)."""
+def rerotate_keys(
+    keys: torch.Tensor, delta: int, inv_freq: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Keys [..., seq, head_dim] computed at positions p -> the same keys at p + delta (new tensor,
+    or written into `out`, of any dtype, and returned: the float32 result is rounded once)."""
     if delta == 0:
-        return keys.clone()
+        return keys.clone() if out is None else out.copy_(keys)
     angles = float(delta) * inv_freq.to(device=keys.device, dtype=torch.float32)  # [head_dim / 2]
     cos, sin = angles.cos(), angles.sin()  # HF layout: both halves use the same angles
     k = keys.float()
@@ -33,11 +36,11 @@ def rerotate_keys(keys: torch.Tensor, delta: int, inv_freq: torch.Tensor) -> tor
     x1, x2 = k[..., :half], k[..., half:]
     # k·cos + rotate_half(k)·sin written half by half into one new tensor: the textbook form makes
     # three full-size temporaries, and fresh large allocations (page faults) dominated its cost.
-    out = torch.empty_like(k)
-    lo, hi = out[..., :half], out[..., half:]
+    rotated = torch.empty_like(k)
+    lo, hi = rotated[..., :half], rotated[..., half:]
     torch.mul(x1, cos, out=lo).addcmul_(x2, sin, value=-1.0)
     torch.mul(x2, cos, out=hi).addcmul_(x1, sin)
-    return out.to(keys.dtype)
+    return rotated.to(keys.dtype) if out is None else out.copy_(rotated)
 
 
 @dataclass(frozen=True)
