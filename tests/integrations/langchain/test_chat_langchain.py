@@ -439,3 +439,27 @@ def test_json_helper_round_trip():
 
     args = {"name": "你好", "n": 1}
     assert json.loads(_json(args)) == args and "你好" in _json(args)
+
+
+def test_a_model_without_rope_chats_with_reuse_on(tmp_path):
+    """GPT-2 has learned positions, no RoPE: reuse_cache=True (the default) must still answer."""
+    from tiny_models import build_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = build_tokenizer()
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    chat = ChatEgtLM(model=str(tmp_path), model_kwargs=FLOAT32, max_tokens=4)
+    assert chat.reuse_cache
+    message = chat.invoke("hi")
+    assert message.usage_metadata["output_tokens"] >= 1
+    assert message.response_metadata["egtlm"]["reused_tokens"] == 0  # nothing to splice, nothing refused
