@@ -7,7 +7,9 @@ settings) when it opens the collection without passing one.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,12 +89,10 @@ class EgtLMEmbeddingFunction(EmbeddingFunction[Documents]):
         self.batch_size, self.dimensions = batch_size, dimensions
         self.settings = dict(settings)
         self.validate_config(self.get_config())
-        self._lazy = LazyLM(
-            model if isinstance(model, EgtLM) else self.model,
-            mode=mode,
-            model_kwargs=self.model_kwargs,
-            config=None if isinstance(model, EgtLM) else self.settings,
-        )
+        if isinstance(model, EgtLM):
+            self._lazy = LazyLM(model)
+        else:
+            self._lazy = _held_model(self.model, mode, self.model_kwargs, self.settings)
 
     @property
     def client(self) -> EgtLM:
@@ -175,6 +175,25 @@ class EgtLMEmbeddingFunction(EmbeddingFunction[Documents]):
 
     def __repr__(self) -> str:
         return f"EgtLMEmbeddingFunction(model={self.model!r}, mode={self.mode!r}, {self.settings})"
+
+
+# Chroma builds a new function from the stored config on every add and query of a reopened
+# collection; egtlm's registry holds models weakly, so without a strong reference here each call
+# would load the weights again (measured: ~1-2 s per query). Chroma's own sentence-transformers
+# function keeps its models in a class dict for the same reason. Models stay for the process's life.
+_HELD: dict[str, LazyLM] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def _held_model(
+    model: str | None, mode: str, model_kwargs: dict[str, Any], settings: dict[str, Any]
+) -> LazyLM:
+    """One lazy holder per (model, mode, loading arguments, settings), kept for the process."""
+    key = json.dumps([model, mode, model_kwargs, settings], sort_keys=True, default=str)
+    with _HELD_LOCK:
+        if key not in _HELD:
+            _HELD[key] = LazyLM(model, mode=mode, model_kwargs=model_kwargs, config=settings)
+        return _HELD[key]
 
 
 def _source_name(lm: EgtLM) -> str | None:

@@ -34,7 +34,7 @@ def persistent(path) -> chromadb.api.ClientAPI:
 def test_registered_cheap_and_lazy(tiny_llama_dir):
     assert known_embedding_functions["egtlm"] is EgtLMEmbeddingFunction
     start = time.perf_counter()
-    made = [EgtLMEmbeddingFunction(str(tiny_llama_dir), pooling="mean") for _ in range(10)]
+    made = [EgtLMEmbeddingFunction(str(tiny_llama_dir), query_instruction="laziness") for _ in range(10)]
     assert time.perf_counter() - start < 0.5
     assert not any(f._lazy.loaded for f in made)
     assert EgtLMEmbeddingFunction.name() == "egtlm"
@@ -101,6 +101,29 @@ def test_query_ranks_by_the_query_instruction(ef, tiny_llama_dir, tmp_path):
     expected = [[list(DOCS)[i] for i in np.argsort(-row)] for row in scores]
     assert found["ids"] == expected
     assert np.allclose(found["distances"], 1 - np.sort(scores, axis=1)[:, ::-1], atol=1e-5)
+
+
+def test_reopened_collection_loads_the_model_once(tmp_path, monkeypatch):
+    """Chroma rebuilds the function from the stored config on every call; the weights load once."""
+    from tiny_models import build_tiny_model
+
+    from egtlm_core.loading import registry
+
+    model = str(build_tiny_model(tmp_path / "own_model", seed=3))
+    loads = []
+    real = registry.load_model_and_tokenizer
+    monkeypatch.setattr(
+        registry, "load_model_and_tokenizer", lambda *a, **k: loads.append(1) or real(*a, **k)
+    )
+    ef = EgtLMEmbeddingFunction(model, model_kwargs=FLOAT32)
+    persistent(tmp_path / "db").create_collection("docs", embedding_function=ef).add(
+        ids=list(DOCS), documents=list(DOCS.values())
+    )
+    del ef
+    reopened = persistent(tmp_path / "db").get_collection("docs")
+    for question in QUERIES * 2:
+        assert len(reopened.query(query_texts=[question], n_results=2)["ids"][0]) == 2
+    assert len(loads) == 1
 
 
 def test_config_update_that_changes_vectors_is_refused(ef, tiny_llama_dir, tmp_path):
