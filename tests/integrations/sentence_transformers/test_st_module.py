@@ -178,3 +178,14 @@ def test_errors_name_the_problem(tiny_llama_dir, tmp_path):
         EgtLMEncoder(str(tiny_llama_dir), pooling="bogus")
     with pytest.raises(FileNotFoundError, match="No saved EgtLMEncoder weights"):
         EgtLMEncoder.load(str(tmp_path))
+
+
+def test_embedding_mode_saves_the_bare_transformer_and_reloads(tiny_llama_dir, tmp_path):
+    st = to_sentence_transformer(str(tiny_llama_dir), mode="embedding", model_kwargs=FLOAT32)
+    st.save(str(tmp_path / "st"))
+    config = json.loads((tmp_path / "st" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaModel"]  # no LM head in embedding mode
+    again = SentenceTransformer(str(tmp_path / "st"), trust_remote_code=True, model_kwargs=FLOAT32)
+    lm = lm_for(tiny_llama_dir)
+    assert again[0].mode == "embedding"
+    assert np.abs(again.encode_query(TEXTS) - lm.encode_queries(TEXTS)).max() <= TOL
