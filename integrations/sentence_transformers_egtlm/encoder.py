@@ -2,8 +2,9 @@
 
 sentence-transformers' own `Transformer` module wraps plain text in a chat template when the tokenizer
 has one (SmolLM2's adds a system prompt: about 3x the tokens) and pools with its own code. This
-module instead calls egtlm's core for every step: `tokenize_for_embedding` (the ST prompt is the
-instruction, its tokens found from offsets and kept out of pooling), `forward_states` (our own
+module instead calls egtlm's core for every step: `EgtLM.embedding_inputs` (encode's tokenization:
+the ST prompt is the instruction, its tokens found from offsets and kept out of pooling; the EOS
+suffix where `encode` appends one), `pad_batch`, `forward_states` (our own
 causal or bidirectional mask) and `pool` (masked by content), so `model.encode_query(q)` equals
 `EgtLM.encode_queries(q)`. Normalisation is sentence-transformers' `Normalize` module after it.
 """
@@ -25,14 +26,7 @@ except ImportError as err:  # pragma: no cover - the extra is missing
     ) from err
 
 from egtlm_core import EgtLM, shared_lm
-from egtlm_core.embedding import (
-    EmbeddingPass,
-    forward_states,
-    pad_batch,
-    pool,
-    tokenize_for_embedding,
-    warn_truncated,
-)
+from egtlm_core.embedding import check_texts, forward_states, pad_batch, pool, warn_truncated
 
 # EgtLMConfig fields that decide what a text embeds to, saved with the module (max_length is ST's
 # `max_seq_length`).
@@ -83,7 +77,9 @@ class EgtLMEncoder(InputModule):
         self.max_seq_length = lm.config.max_length if max_seq_length is None else int(max_seq_length)
         if self.max_seq_length < 2:
             raise ValueError(f"max_seq_length must be an integer ≥ 2, got {max_seq_length!r}.")
-        self._pass, self._suffix = _embedding_settings(lm)
+        # The settings object `EgtLM.encode` itself runs with (body, pad id, padding side, pooling,
+        # attention), so this module cannot drift from `encode`.
+        self._pass = lm.embedding_pass()
         self.tokenizer = lm.tokenizer
         # Registered, so sentence-transformers sees the weights (device, dtype, training, `.to`).
         self.model = self._pass.body
@@ -96,8 +92,8 @@ class EgtLMEncoder(InputModule):
 
         The prompt is the embedding instruction: it takes part in attention, not in pooling.
         """
-        texts = _check_texts(inputs)
-        items = tokenize_for_embedding(self.tokenizer, texts, prompt or "", self.max_seq_length, self._suffix)
+        texts, _ = check_texts(list(inputs))  # the core's check: same messages as EgtLM.encode
+        items = self.lm.embedding_inputs(texts, prompt or "", self.max_seq_length)
         warn_truncated(items, self.max_seq_length)
         ids, attention, content = pad_batch(
             items, self._pass.pad_id, self._pass.padding_side, torch.device("cpu")
@@ -170,24 +166,3 @@ def _resolve_lm(
             f"got {sorted(settings) + sorted(model_kwargs or {})}."
         )
     return model
-
-
-def _embedding_settings(lm: EgtLM) -> tuple[EmbeddingPass, list[int]]:
-    """The settings object `EgtLM.encode` itself runs with (body, pad id, padding side, pooling,
-    causal) and the ids it appends to every text, so this module cannot drift from `encode`."""
-    return lm._embedding_pass(), lm._suffix_ids()
-
-
-def _check_texts(inputs: Sequence[Any]) -> list[str]:
-    """sentence-transformers hands any modality here; this module embeds non-empty text only."""
-    texts = list(inputs)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"EgtLMEncoder embeds text only; inputs[{i}] is a {type(t).__name__}: {t!r:.60}.")
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise ValueError(
-            f"inputs{empty[:10]} {'is' if len(empty) == 1 else 'are'} empty or whitespace, which "
-            "EgtLM.encode refuses too; drop those items or replace them with a placeholder."
-        )
-    return texts

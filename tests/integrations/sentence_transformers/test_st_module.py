@@ -168,9 +168,9 @@ def test_encoder_module_round_trip_and_max_seq_length(tiny_llama_dir, tmp_path):
 def test_errors_name_the_problem(tiny_llama_dir, tmp_path):
     lm = lm_for(tiny_llama_dir)
     st = to_sentence_transformer(lm)
-    with pytest.raises(ValueError, match=r"inputs\[1\] is empty"):
+    with pytest.raises(ValueError, match=r"texts\[1\] is empty"):
         st.encode(["fine", "  "])
-    with pytest.raises(TypeError, match="text only"):
+    with pytest.raises(TypeError, match=r"texts\[0\] must be a string, got dict"):
         st[0].preprocess([{"image": 1}])
     with pytest.raises(ValueError, match="EgtLM instance"):
         EgtLMEncoder(lm, pooling="mean")
