@@ -164,6 +164,14 @@ class EmbeddingPass:
     normalize: bool
     capture: str  # "reuse": take the cache from this pass; "causal": run a causal pass for it
 
+    def vectors(self, items: Sequence[TokenizedText]) -> torch.Tensor:
+        """One batch's pooled (and normalised) vectors with autograd on: what training backpropagates
+        through, so training embeds exactly as `encode` does."""
+        ids, attention, content = pad_batch(items, self.pad_id, self.padding_side, self.body.device)
+        hidden, _ = forward_states(self.body, ids, attention, self.causal, use_cache=False)
+        vectors = pool(hidden, attention, content, self.pooling)
+        return torch.nn.functional.normalize(vectors, p=2, dim=-1) if self.normalize else vectors
+
     def run(
         self,
         items: Sequence[TokenizedText],

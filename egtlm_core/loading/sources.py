@@ -11,11 +11,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .default_model import ensure_default_model
 from .fingerprint import fingerprint
 
+DEFAULT_BASE = "egtlm:default"  # an adapter's base_model_name_or_path meaning the packaged default
+SETTINGS_FILE = "egtlm_config.json"  # EgtLM settings saved beside trained weights
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
@@ -89,6 +91,25 @@ def _resolve_adapter_base(
         base = cfg.get("base_model_name_or_path")
         if not base:
             raise ValueError(f"Adapter '{adapter}' does not name its base model; pass base='path/or/hub-id'.")
+        if base == DEFAULT_BASE:  # trained on the packaged default: portable across machines
+            return resolve_source(None, cache_dir=cache_dir)
         if not Path(base).expanduser().exists() and (adapter / base).exists():
             base = str(adapter / base)  # a base path saved relative to the adapter
     return resolve_source(base, cache_dir=cache_dir)
+
+
+def saved_settings(source: ModelSource) -> dict[str, Any]:
+    """The EgtLM settings a trained model was saved with (`egtlm_config.json`), or {}.
+
+    `egtlm train` writes them beside the weights so that `EgtLM(output_dir)` embeds exactly as
+    training did (pooling, attention, instructions); arguments given to `EgtLM` still win.
+    """
+    if source.kind == "hub":
+        return {}
+    path = Path(source.path) / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of EgtLM settings.")
+    return {k: v for k, v in data.items() if k != "trained_with"}

@@ -1,0 +1,33 @@
+"""The GRIT training pipeline: data rows and readers, losses, passes that share `encode`'s code, and a
+`Trainer`-based run whose output `EgtLM(output_dir)` loads directly."""
+
+from __future__ import annotations
+
+from .config import LOSSES, SourceSpec, TrainConfig
+from .data import READERS, ChatRow, RAGRow, ScoredPairRow, Triplet, load_source, parse_row, read_jsonl
+from .losses import cosent, distillation_kl, info_nce, margin_loss, next_token_loss
+from .run import train
+from .trainer import DEFAULT_BASE, SETTINGS_FILE, TrainResult
+
+__all__ = [
+    "DEFAULT_BASE",
+    "LOSSES",
+    "READERS",
+    "SETTINGS_FILE",
+    "ChatRow",
+    "RAGRow",
+    "ScoredPairRow",
+    "SourceSpec",
+    "TrainConfig",
+    "TrainResult",
+    "Triplet",
+    "cosent",
+    "distillation_kl",
+    "info_nce",
+    "load_source",
+    "margin_loss",
+    "next_token_loss",
+    "parse_row",
+    "read_jsonl",
+    "train",
+]

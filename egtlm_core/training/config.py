@@ -1,0 +1,103 @@
+"""`TrainConfig`: one training run as data (a YAML file for `egtlm train`), validated where it enters."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+LOSSES = ("contrastive", "cosent", "margin", "generative", "distill")
+
+
+@dataclass
+class SourceSpec:
+    """One training set: a shared set's name (see `data.READERS`) or a .jsonl path, its loss, its share."""
+
+    name: str
+    loss: str = "contrastive"
+    weight: float = 1.0  # share of batches drawn from this source
+    limit: int | None = None  # at most this many rows (a seeded sample)
+    batch_size: int | None = None  # rows per batch of this source (default: the run's batch_size)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"Unknown loss {self.loss!r} for {self.name!r}; expected one of {LOSSES}.")
+        if not self.weight > 0:
+            raise ValueError(f"weight of {self.name!r} must be > 0, got {self.weight!r}.")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run; every field has a default that suits SmolLM2-135M on a CPU.
+
+    The model's embedding settings (pooling, attention, instructions) are `model_settings` and are
+    saved with the output, so `EgtLM(output_dir)` embeds exactly as training did.
+    """
+
+    output_dir: str
+    model: str | None = None  # None: the packaged default model
+    sources: list[SourceSpec] = field(default_factory=list)
+    model_settings: dict[str, Any] = field(default_factory=dict)  # EgtLMConfig fields
+    lora: bool = True  # False: full fine-tuning
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    learning_rate: float = 2e-4
+    max_steps: int = 300
+    warmup_steps: int = 20
+    batch_size: int = 32  # rows per step (GritLM-style: one source per batch)
+    temperature: float = 0.05  # InfoNCE
+    margin: float = 0.5  # EGTLM margin loss alpha
+    cosent_scale: float = 20.0
+    distill_temperature: float = 1.0
+    rag_documents: int = 3  # documents per distillation sample (the gold one among distractors)
+    max_length: int = 256  # tokens per embedded text
+    eval_steps: int = 50
+    eval_pairs: int = 500  # STS-B dev pairs scored at each evaluation (checkpoint selection)
+    seed: int = 0
+    bf16: bool | None = None  # None: where the CPU/GPU has it
+    gradient_checkpointing: bool = False
+    threads: int | None = None  # torch threads for the run (None: torch's default)
+    logging_steps: int = 10
+
+    def __post_init__(self) -> None:
+        self.sources = [s if isinstance(s, SourceSpec) else SourceSpec(**s) for s in self.sources]
+        if not self.sources:
+            raise ValueError("A training config needs at least one entry under `sources`.")
+        for name in ("max_steps", "batch_size", "lora_r", "eval_steps", "max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not 0 < self.temperature <= 1:
+            raise ValueError(f"temperature must be in (0, 1], got {self.temperature!r}.")
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """Read a config; relative `output_dir` and .jsonl sources resolve against the file's folder."""
+        import yaml
+
+        path = Path(path)
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}.")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {sorted(unknown)}; see TrainConfig for the names.")
+        if "output_dir" in data and not Path(data["output_dir"]).is_absolute():
+            data["output_dir"] = str((path.parent / data["output_dir"]).resolve())
+        data["sources"] = [_resolved(s, path.parent) for s in data.get("sources") or []]
+        return cls(**data)
+
+
+def _resolved(source: Any, folder: Path) -> Any:
+    """A source entry whose relative .jsonl path is read against the config file's folder."""
+    if not isinstance(source, dict) or not isinstance(source.get("name"), str):
+        return source
+    name = Path(source["name"])
+    if name.suffix in (".jsonl", ".json", ".jsonlines") and not name.is_absolute():
+        return {**source, "name": str((folder / name).resolve())}
+    return source

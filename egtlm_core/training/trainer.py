@@ -1,0 +1,203 @@
+"""Train a unified model: mixed embedding and generative losses on the Hugging Face `Trainer`, LoRA by peft.
+
+GritLM-style batches: each step draws one source (by weight) and takes `batch_size` of its rows, so
+in-batch negatives come from the same task. The model is an `EgtLM` whose causal LM is wrapped by
+peft in place, so every embedding pass runs `encode`'s own code. Checkpoint selection uses STS-B
+*dev* only; the output directory loads with `EgtLM(output_dir)` (the adapter, its base, and the
+embedding settings it was trained with) — no conversion step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset
+
+from ..evaluation import evaluate_sts, subsample
+from ..loading.sources import DEFAULT_BASE, SETTINGS_FILE
+from ..model import EgtLM
+from .config import SourceSpec, TrainConfig
+from .data import DOCUMENT, QUERY, ChatRow, RAGRow, Row, ScoredPairRow, Triplet, load_source
+from .losses import cosent, distillation_kl, info_nce, margin_loss, next_token_loss
+from .passes import block_logits, chat_batch, embed, rag_sample
+
+logger = logging.getLogger(__name__)
+
+
+class MixedBatches(IterableDataset):
+    """An endless stream of one-source batches, drawn by the sources' weights (seeded)."""
+
+    def __init__(self, sources: Sequence[tuple[SourceSpec, list[Row]]], batch_size: int, seed: int = 0):
+        self.sources, self.batch_size, self.seed = list(sources), batch_size, seed
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rng = random.Random(self.seed)
+        orders = [rng.sample(range(len(rows)), len(rows)) for _, rows in self.sources]
+        cursors = [0] * len(self.sources)
+        weights = [spec.weight for spec, _ in self.sources]
+        while True:
+            i = rng.choices(range(len(self.sources)), weights)[0]
+            spec, rows = self.sources[i]
+            size = min(spec.batch_size or self.batch_size, len(rows))
+            take = [orders[i][(cursors[i] + j) % len(rows)] for j in range(size)]
+            cursors[i] += len(take)
+            batch = [rows[j] for j in take]
+            # accelerate reads the batch size off the first tensor of a batch: give it one
+            yield {"size": torch.zeros(len(take)), "source": i, "loss": spec.loss, "rows": batch}
+
+
+def with_distractors(rows: list[RAGRow], k: int, seed: int) -> list[RAGRow]:
+    """RAG rows with k - 1 other rows' documents added and the gold document at a random slot."""
+    rng = random.Random(seed)
+    pool = [d for r in rows for d in r.documents]
+    out = []
+    for row in rows:
+        docs = list(row.documents[:1]) + [d for d in rng.sample(pool, k) if d not in row.documents][: k - 1]
+        rng.shuffle(docs)
+        out.append(replace(row, documents=tuple(docs)))
+    return out
+
+
+class UnifiedTrainer:
+    """The losses of one step over an `EgtLM` (whose LM may be a peft model) — used by `Trainer`."""
+
+    def __init__(self, lm: EgtLM, model: Any, plan: TrainConfig):
+        self.lm, self.model, self.plan = lm, model, plan
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        kind, rows = batch["loss"], batch["rows"]
+        if kind == "contrastive":
+            return self._contrastive(rows)
+        if kind == "margin":
+            return self._margin(rows)
+        if kind == "cosent":
+            u = embed(self.lm, [r.text1 for r in rows], DOCUMENT, self.plan.max_length)
+            v = embed(self.lm, [r.text2 for r in rows], DOCUMENT, self.plan.max_length)
+            scores = torch.tensor([r.score for r in rows], device=u.device)
+            return cosent(u, v, scores, self.plan.cosent_scale)
+        if kind == "generative":
+            chats = [r if isinstance(r, ChatRow) else as_chat(r) for r in rows]
+            inputs = {k: v.to(self.lm.device) for k, v in chat_batch(self.lm, chats).items()}
+            logits = self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            return next_token_loss(logits, inputs["labels"])
+        if kind == "distill":
+            return torch.stack([self._distill(r) for r in rows]).mean()
+        raise ValueError(f"Unknown loss {kind!r}.")
+
+    def _contrastive(self, rows: list[Triplet]) -> torch.Tensor:
+        side = DOCUMENT if all(r.symmetric for r in rows) else QUERY
+        q = embed(self.lm, [r.query for r in rows], side, self.plan.max_length)
+        p = embed(self.lm, [r.pos for r in rows], DOCUMENT, self.plan.max_length)
+        negs = [n for r in rows for n in r.negs]
+        n = embed(self.lm, negs, DOCUMENT, self.plan.max_length) if negs else None
+        return info_nce(q, p, n, self.plan.temperature)
+
+    def _margin(self, rows: list[Triplet]) -> torch.Tensor:
+        pairs = [(r.query, r.pos, 0) for r in rows] + [(r.query, n, 1) for r in rows for n in r.negs]
+        u = embed(self.lm, [a for a, _, _ in pairs], DOCUMENT, self.plan.max_length)
+        v = embed(self.lm, [b for _, b, _ in pairs], DOCUMENT, self.plan.max_length)
+        return margin_loss(u, v, torch.tensor([label for *_, label in pairs]), self.plan.margin)
+
+    def _distill(self, row: RAGRow) -> torch.Tensor:
+        ids, groups, start = rag_sample(self.lm, row)
+        keep = len(ids) - start + 1  # positions start-1 .. len-1 predict the answer tokens (and after)
+        with torch.no_grad(), self._teacher():
+            teacher = block_logits(self.model, ids, None, keep)
+        student = block_logits(self.model, ids, groups, keep)
+        mask = torch.ones(1, keep, dtype=torch.bool, device=student.device)
+        mask[0, -1] = False  # the last position predicts past the answer's end
+        return distillation_kl(student, teacher, mask, self.plan.distill_temperature)
+
+    def _teacher(self) -> Any:
+        """The frozen base: the peft model with its adapter switched off."""
+        disable = getattr(self.model, "disable_adapter", None)
+        if disable is None:
+            raise ValueError("The distill loss needs LoRA training (the base model is the teacher).")
+        return disable()
+
+
+def as_chat(row: RAGRow) -> ChatRow:
+    """A RAG row as a conversation whose assistant turn is the answer (full causal attention)."""
+    if not row.answer:
+        raise ValueError(f"A generative RAG row needs an answer: {row.question!r:.60}")
+    context = "\n\n".join(row.documents)
+    user = f"Documents:\n{context}\n\nQuestion: {row.question}"
+    return ChatRow(({"role": "user", "content": user}, {"role": "assistant", "content": row.answer}))
+
+
+# The row kinds each loss trains on; a source holding anything else is an error, never filtered.
+ROW_KINDS: dict[str, tuple[type, ...]] = {
+    "contrastive": (Triplet,),
+    "margin": (Triplet,),
+    "cosent": (ScoredPairRow,),
+    "generative": (ChatRow, RAGRow),
+    "distill": (RAGRow,),
+}
+
+
+def check_rows(spec: SourceSpec, rows: Sequence[Any]) -> None:
+    """Every row of `spec` must suit its loss; the message counts the rows that do not."""
+    kinds = ROW_KINDS[spec.loss]
+    wrong = [r for r in rows if not isinstance(r, kinds)]
+    if not rows or wrong:
+        names = "/".join(k.__name__ for k in kinds)
+        found = sorted({type(r).__name__ for r in wrong})
+        raise ValueError(
+            f"Training set {spec.name!r} has no rows for the {spec.loss!r} loss"
+            if not rows
+            else f"Training set {spec.name!r}: {len(wrong)} of {len(rows)} rows are {found}, but the "
+            f"{spec.loss!r} loss needs {names} rows; give it its own source with a fitting loss."
+        )
+
+
+def load_sources(plan: TrainConfig) -> list[tuple[SourceSpec, list[Row]]]:
+    out = []
+    for i, spec in enumerate(plan.sources):
+        rows: list[Any] = load_source(spec.name)
+        check_rows(spec, rows)
+        if spec.limit is not None:
+            rows = subsample(rows, spec.limit, seed=plan.seed + i)
+        if spec.loss == "distill":
+            rows = with_distractors(rows, plan.rag_documents, plan.seed)
+        logger.info("%s: %d rows (%s loss, weight %s)", spec.name, len(rows), spec.loss, spec.weight)
+        out.append((spec, rows))
+    return out
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    best_step: int
+    best_stsb_dev: float
+    history: list[dict[str, Any]]
+
+
+def sts_dev(lm: EgtLM, pairs: Sequence[Any]) -> float:
+    return float(evaluate_sts(lm, pairs)["spearman"])
+
+
+def save_trained(lm: EgtLM, model: Any, plan: TrainConfig, directory: Path) -> None:
+    """Adapter (or full weights) + the EgtLM settings, loadable by `EgtLM(directory)`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    if hasattr(model, "peft_config"):
+        cfg_path = directory / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["base_model_name_or_path"] = plan.model if plan.model is not None else DEFAULT_BASE
+        cfg_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    else:
+        lm.tokenizer.save_pretrained(directory)
+    settings = {**plan.model_settings, "trained_with": {"max_steps": plan.max_steps}}
+    (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+
+
+def run_config(plan: TrainConfig) -> dict[str, Any]:
+    """The config as written to the output (sources as plain dicts)."""
+    return {**asdict(plan), "sources": [asdict(s) for s in plan.sources]}

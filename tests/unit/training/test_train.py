@@ -1,0 +1,151 @@
+"""Training on a tiny random model: steps lower the losses, output loads with `EgtLM(dir)`, runs resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from egtlm_core import EgtLM
+from egtlm_core.training import ChatRow, RAGRow, ScoredPairRow, TrainConfig, Triplet, train
+from egtlm_core.training.run import _wrap
+from egtlm_core.training.trainer import UnifiedTrainer, save_trained
+
+pytest.importorskip("peft")
+
+TEXTS = ["The quick brown fox jumps.", "Paris is the capital of France.", "A cat sat on the mat."]
+TRIPLETS = [
+    Triplet("what is a fox?", "The quick brown fox jumps over the lazy dog.", ("A cat sat on the mat.",)),
+    Triplet("capital of France", "Paris is the capital of France.", ("The dog slept by the fire.",)),
+    Triplet(
+        ("Retrieve passages", "where did the cat sit?"), "A cat sat on the mat.", ("Numbers like 12345.",)
+    ),
+]
+SCORED = [
+    ScoredPairRow("A cat sat on the mat.", "A cat is on the mat.", 4.5),
+    ScoredPairRow("Paris is in France.", "The dog slept.", 0.5),
+    ScoredPairRow("The quick brown fox.", "A brown fox jumps.", 3.0),
+]
+CHATS = [
+    ChatRow(({"role": "user", "content": "capital of France?"}, {"role": "assistant", "content": "Paris"}))
+]
+RAG = [
+    RAGRow(
+        "What is the capital of France?",
+        ("The quick brown fox jumps over the lazy dog.", "Paris is the capital of France.", "A cat sat."),
+        "Paris",
+    )
+]
+
+
+def _plan(tmp_path: Path, model: Path, **kw: Any) -> TrainConfig:
+    settings: dict[str, Any] = dict(
+        output_dir=str(tmp_path / "out"),
+        model=str(model),
+        sources=[{"name": "inline"}],
+        lora_r=4,
+        lora_alpha=8,
+        eval_pairs=10,
+        warmup_steps=0,
+        logging_steps=1,
+    )
+    return TrainConfig(**{**settings, **kw})
+
+
+def _batches() -> list[dict[str, Any]]:
+    return [
+        {"loss": "contrastive", "rows": TRIPLETS},
+        {"loss": "margin", "rows": TRIPLETS},
+        {"loss": "cosent", "rows": SCORED},
+        {"loss": "generative", "rows": CHATS},
+        {"loss": "distill", "rows": RAG},
+    ]
+
+
+def _steps(
+    unified: UnifiedTrainer, batches: list[dict[str, Any]], weights: list[float], n: int, lr: float
+) -> None:
+    params = [p for p in unified.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    unified.model.train()
+    for _ in range(n):
+        optimizer.zero_grad()
+        mixed = sum(w * unified.loss(b) for w, b in zip(weights, batches, strict=True))
+        mixed.backward()  # type: ignore[union-attr]
+        optimizer.step()
+
+
+def _mixed(unified: UnifiedTrainer, batches: list[dict[str, Any]], weights: list[float]) -> float:
+    with torch.no_grad():
+        return sum(w * unified.loss(b).item() for w, b in zip(weights, batches, strict=True))
+
+
+def _unified(tmp_path: Path, model_dir: Path) -> UnifiedTrainer:
+    torch.manual_seed(0)
+    lm = EgtLM(str(model_dir), torch_dtype="float32")
+    plan = _plan(tmp_path, model_dir, lora_r=8, lora_alpha=16)
+    return UnifiedTrainer(lm, _wrap(lm, plan), plan)
+
+
+def test_steps_lower_the_mixed_loss(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    unified = _unified(tmp_path, tiny_llama_dir)
+    weights = [1.0, 0.5, 1.0, 0.5, 2.0]  # L = Σ λ_i L_i over all five losses
+    before = _mixed(unified, _batches(), weights)
+    _steps(unified, _batches(), weights, 6, lr=5e-3)
+    assert _mixed(unified, _batches(), weights) < 0.9 * before
+
+
+def test_steps_lower_the_distillation_loss(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    unified = _unified(tmp_path, tiny_llama_dir)
+    batch = [{"loss": "distill", "rows": RAG}]
+    before = _mixed(unified, batch, [1.0])
+    assert before > 0  # block attention changes the answer's logits before training
+    # the student starts next to its teacher: a small step size, or Adam overshoots (Block-Attention: 2e-6)
+    _steps(unified, batch, [1.0], 8, lr=1e-4)
+    assert _mixed(unified, batch, [1.0]) < 0.5 * before
+
+
+def test_saved_adapter_embeds_as_the_model_in_training(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    torch.manual_seed(0)
+    lm = EgtLM(str(tiny_llama_dir), torch_dtype="float32", pooling_method="mean")
+    plan = _plan(tmp_path, tiny_llama_dir, model_settings={"pooling_method": "mean"})
+    model = _wrap(lm, plan)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(std=0.2)  # a trained-looking adapter (B starts at zero)
+    model.eval()
+    in_training = lm.encode(TEXTS)
+    assert not np.allclose(in_training, EgtLM(str(tiny_llama_dir), torch_dtype="float32").encode(TEXTS))
+    save_trained(lm, model, plan, tmp_path / "saved")
+    loaded = EgtLM(str(tmp_path / "saved"), torch_dtype="float32")
+    assert loaded.config.pooling == "mean"  # the settings it was trained with come along
+    np.testing.assert_allclose(loaded.encode(TEXTS), in_training, atol=1e-5)
+
+
+def test_train_writes_a_loadable_model_and_resumes(
+    tmp_path: Path, tiny_llama_dir: Path, data_root: Path
+) -> None:
+    rows = tmp_path / "rows.jsonl"
+    items = [{"query": t.query, "pos": [t.pos], "neg": list(t.negs)} for t in TRIPLETS]
+    items += [{"text1": s.text1, "text2": s.text2, "score": s.score} for s in SCORED]
+    rows.write_text("\n".join(json.dumps(r) for r in items), encoding="utf-8")
+    sources = [{"name": str(rows), "loss": "contrastive"}]
+    plan = _plan(tmp_path, tiny_llama_dir, sources=sources, max_steps=4, eval_steps=2, batch_size=3)
+    with pytest.raises(ValueError, match="needs Triplet rows"):  # scored pairs cannot feed InfoNCE
+        train(plan)
+    rows.write_text("\n".join(json.dumps(r) for r in items[:3]), encoding="utf-8")
+    result = train(plan)
+    out = Path(result.output_dir)
+    assert (out / "adapter_model.safetensors").is_file() and (out / "egtlm_config.json").is_file()
+    evals = [h["step"] for h in result.history if "stsb_dev" in h]
+    assert evals == [0, 2, 4] and result.best_step in evals
+    assert json.loads((out / "training_log.json").read_text()) == result.history
+    EgtLM(str(out), torch_dtype="float32").encode(TEXTS)  # loads as it is, no conversion
+    assert (out / "checkpoints" / "checkpoint-4").is_dir()
+    again = train(_plan(tmp_path, tiny_llama_dir, sources=sources, max_steps=6, eval_steps=2, batch_size=3))
+    assert (out / "checkpoints" / "checkpoint-6").is_dir()
+    assert [h["step"] for h in again.history if "loss" in h] == [5, 6]  # resumed after step 4
