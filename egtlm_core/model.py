@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .config import EgtLMConfig
-from .embedding.encoding import EmbeddingPass, tokenize_for_embedding, warn_truncated
+from .embedding.encoding import EmbeddingPass, TokenizedText, tokenize_for_embedding, warn_truncated
 from .embedding.inputs import check_texts
 from .embedding.prompts import document_text, format_instruction
 from .generation.chat import (
@@ -29,7 +29,7 @@ from .generation.chat import (
 )
 from .loading.devices import resolve_device, resolve_dtype
 from .loading.registry import LoadedModel, get_model
-from .loading.sources import ModelSource, resolve_source
+from .loading.sources import ModelSource, resolve_source, saved_settings
 from .modeling.attention import check_maskable
 from .rag.engine import SharedCacheRAG
 from .rag.index import DocumentIndex, ScoredDocument
@@ -126,7 +126,9 @@ class EgtLM:
         cache_store: Any = None,
         **kwargs: Any,
     ) -> None:
-        self.config, unknown = EgtLMConfig.from_kwargs({"mode": mode, **kwargs})
+        self.source: ModelSource = resolve_source(model_name_or_path, base=base_model)
+        saved = saved_settings(self.source)  # what a trained model was trained to embed with
+        self.config, unknown = EgtLMConfig.from_kwargs({**saved, "mode": mode, **kwargs})
         if unknown:
             raise TypeError(
                 f"EgtLM got unknown arguments {sorted(unknown)}; see EgtLMConfig for the settings."
@@ -137,7 +139,6 @@ class EgtLM:
         self._cache_store = cache_store
         self._rag: SharedCacheRAG | None = None
         self._rag_lock = threading.Lock()
-        self.source: ModelSource = resolve_source(model_name_or_path, base=base_model)
         resolved_device = resolve_device(device)
         resolved_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype, resolved_device)
         if self.config.mode != "generative":
@@ -188,6 +189,18 @@ class EgtLM:
             eos_id = self.tokenizer.eos_token_id
             return [eos_id] if self.config.appends_eos and eos_id is not None else []
         return list(self.tokenizer(eos, add_special_tokens=False)["input_ids"]) if eos else []
+
+    def embedding_inputs(
+        self, texts: Sequence[str], instruction: str = "", max_length: int | None = None
+    ) -> list[TokenizedText]:
+        """`encode`'s tokenization (instruction boundary, truncation, EOS suffix), for code that runs
+        its own batches (training, the sentence-transformers module)."""
+        limit = self.config.max_length if max_length is None else max_length
+        return tokenize_for_embedding(self.tokenizer, list(texts), instruction, limit, self._suffix_ids())
+
+    def embedding_pass(self) -> EmbeddingPass:
+        """The model and pooling settings `encode` runs with (its `vectors` keeps autograd on)."""
+        return self._embedding_pass()
 
     def _embedding_pass(self) -> EmbeddingPass:
         if self.config.mode == "generative":
