@@ -57,7 +57,8 @@ class EgtLMEmbeddingFunction(EmbeddingFunction[Documents]):
     Args:
         model: a local path or hub id, None for the packaged default model, or an `EgtLM` (its
             settings and source are what `get_config` records).
-        mode: "unified" (a chat model on the same weights shares them) or "embedding" (no LM head).
+        mode: "unified" (the default: a chat model on the same weights shares them) or "embedding"
+            (no LM head); an `EgtLM` keeps its own.
         model_kwargs: loading arguments for `EgtLM` (torch_dtype, device, ...); JSON values only,
             since they are persisted with the collection.
         batch_size: texts per forward pass (None: the model's default).
@@ -70,21 +71,21 @@ class EgtLMEmbeddingFunction(EmbeddingFunction[Documents]):
         self,
         model: EgtLM | str | os.PathLike | None = None,
         *,
-        mode: str = "unified",
+        mode: str | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
         batch_size: int | None = None,
         dimensions: int | None = None,
         **settings: Any,
     ) -> None:
         if isinstance(model, EgtLM):
-            if settings or model_kwargs or mode != model.config.mode:
+            if settings or model_kwargs or mode not in (None, model.config.mode):
                 raise ValueError("model is an EgtLM instance; set its settings on that EgtLM instead.")
             settings = {name: getattr(model.config, name) for name in EMBEDDING_SETTINGS}
             self.model: str | None = _source_name(model)
             mode = model.config.mode
         else:
             self.model = None if model is None else os.fspath(model)
-        self.mode = mode
+        self.mode = mode = mode or "unified"
         self.model_kwargs = dict(model_kwargs or {})
         self.batch_size, self.dimensions = batch_size, dimensions
         self.settings = dict(settings)

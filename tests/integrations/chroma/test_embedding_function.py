@@ -67,7 +67,9 @@ def test_config_round_trip_is_json(tiny_llama_dir):
 def test_from_an_egtlm_instance_records_its_source_and_settings(tiny_llama_dir):
     lm = EgtLM(str(tiny_llama_dir), torch_dtype="float32", attention="bidirectional", pooling="mean")
     config = EgtLMEmbeddingFunction(lm).get_config()
-    assert config["model"] == str(tiny_llama_dir.resolve())
+    assert config["model"] == str(tiny_llama_dir.resolve()) and config["mode"] == "unified"
+    embedding_only = EgtLM(str(tiny_llama_dir), mode="embedding", torch_dtype="float32")
+    assert EgtLMEmbeddingFunction(embedding_only).get_config()["mode"] == "embedding"
     assert config["attention"] == "bidirectional" and config["pooling"] == "mean"
     rebuilt = EgtLMEmbeddingFunction.build_from_config({**config, "model_kwargs": FLOAT32})
     texts = list(DOCS.values())
