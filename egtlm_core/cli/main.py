@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from transformers.utils import logging as hf_logging
 
 from .. import __version__
-from . import chat, encode, evaluate, info
+from . import chat, encode, evaluate, info, train
 from .options import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -32,7 +32,7 @@ from .options import (
 )
 
 logger = logging.getLogger(__name__)
-COMMANDS = (info, encode, chat, evaluate)  # each module: register(subparsers, parents) + its cmd_ function
+COMMANDS = (info, encode, chat, evaluate, train)  # each: register(subparsers, parents) + its cmd_ function
 
 
 def build_parser() -> argparse.ArgumentParser:
