@@ -8,11 +8,16 @@ A mask alone makes the output well-formed only if generation *ends*: small model
 string ("a cat is a cat, a cat is a cat, ...") until `max_new_tokens` and leave the JSON open (the
 packaged 135M model did so on 2 to 5 of 6 joke prompts with 120 tokens). So the processor also keeps a
 token budget. A free-text run (a string, where most of the vocabulary is allowed) longer than
-`max_string_tokens` is closed, and once only `reserve` tokens are left (the shortest way to finish
-the schema, measured on the grammar when it is compiled, plus a margin) it steers to tokens that
-close something ('"', '}', ']'), else to the longest allowed token. It only ever narrows the
-grammar's own choice, so the output stays valid for the schema; with a budget smaller than the
-reserve the result is the schema's shortest valid instance.
+`max_string_tokens` is closed, and once the tokens left are no more than what closing the JSON
+*from where it stands* takes (`closing_need`: the steering simulated on a fork of the grammar
+state, plus a small margin) it steers to tokens that close something ('"', '}', ']'), else to the
+longest allowed token. It only ever narrows the grammar's own choice, so the output stays valid for
+the schema; with a budget smaller than the schema's shortest output the result is that output.
+
+The closing need is measured from the current state, not from the start: a forced tool call's
+name and keys are already written when its argument string opens, so measuring from the start
+(the first design) closed `{"greeting": "` at once under max_tokens=48, where 64 let the same
+25-token call say "Hello".
 
 Example:
     >>> grammar = json_grammar(lm.tokenizer, {"type": "object", "properties": {"city": {"type": "string"}},
@@ -41,6 +46,9 @@ ANY_JSON_OBJECT: dict[str, Any] = {"type": "object"}
 # A run of steps where more than this share of the vocabulary is allowed is free text (a string).
 FREE_TEXT_SHARE = 0.25
 RESERVE_MARGIN = 4
+# Steps between re-measurements of the closing need while the budget is far from it (a model can
+# open brackets on the way, which raises the need).
+NEED_REFRESH_STEPS = 8
 MAX_CACHED_GRAMMARS = 64
 # What finishes JSON soonest outside a string, best first: a closing bracket, a quote (starts the
 # next key or a string value, which is then closed at once), a comma (ends a number, moves on).
@@ -166,16 +174,9 @@ class JsonGrammar:
     def _shortest_completion(self, limit: int = 512) -> int:
         xgr = _xgrammar()
         matcher = xgr.GrammarMatcher(self.compiled)
-        bitmask = xgr.allocate_token_bitmask(1, self._vocab.vocab_size)
-        for step in range(limit):
-            allowed = allowed_tokens(matcher, bitmask, self._vocab.vocab_size)
-            allowed[[i for i in matcher.stop_token_ids if i < len(allowed)]] = False
-            choice = steer(allowed, self._vocab)
-            if not choice.any():  # only stop tokens were left: the JSON is complete
-                return step
-            # The model may pick any steered token; assume the shortest (a conservative reserve).
-            matcher.accept_token(int(np.where(choice, self._vocab.lengths, np.iinfo(np.int64).max).argmin()))
-        return limit
+        return closing_need(
+            matcher, self._vocab, xgr.allocate_token_bitmask(1, self._vocab.vocab_size), limit
+        )
 
     def processor(
         self, max_new_tokens: int | None = None, max_string_tokens: int | None = None
@@ -212,6 +213,23 @@ def allowed_tokens(matcher: Any, bitmask: torch.Tensor, vocab_size: int) -> np.n
     matcher.fill_next_token_bitmask(bitmask)
     words = bitmask[0].numpy().astype("<i4", copy=False)
     return np.unpackbits(words.view(np.uint8), bitorder="little")[:vocab_size].astype(bool)
+
+
+def closing_need(matcher: Any, vocab: _Vocabulary, bitmask: torch.Tensor, limit: int = 512) -> int:
+    """Tokens the budget steering takes to finish the JSON from `matcher`'s state (left unchanged:
+    the steering runs on a fork). Each step assumes the shortest steered token (a conservative
+    count: the model may pick a longer one, which only finishes sooner)."""
+    if matcher.is_terminated():
+        return 0
+    sim = matcher.fork()
+    for step in range(limit):
+        allowed = allowed_tokens(sim, bitmask, vocab.vocab_size)
+        allowed[[i for i in sim.stop_token_ids if i < len(allowed)]] = False
+        choice = steer(allowed, vocab)
+        if not choice.any():  # only stop tokens were left: the JSON is complete
+            return step
+        sim.accept_token(int(np.where(choice, vocab.lengths, np.iinfo(np.int64).max).argmin()))
+    return limit
 
 
 def in_string(allowed: np.ndarray) -> bool:
@@ -289,10 +307,14 @@ class JsonLogitsProcessor(LogitsProcessor):
         self.steps = 0
         self.free_run = 0
         self.forced_closes = 0  # steps where the budget steering narrowed the choice (for tests/logs)
+        self.need = grammar.min_tokens  # closing need, last measured (from the start: the shortest output)
+        self._need_at = 0  # the step it was measured at
+        self._sim_bitmask = xgr.allocate_token_bitmask(1, self._vocab.vocab_size)
 
     def _set_budget(self, max_new_tokens: int | None) -> None:
         self.max_new_tokens = max_new_tokens
-        # Keep enough tokens to finish the shortest way, plus a little for brackets opened on the way.
+        # The budget a generation needs in all (its shortest output plus a margin): what
+        # `max_string_tokens` leaves aside. When to close is decided per step (`_low_budget`).
         self.reserve = 0 if max_new_tokens is None else self._grammar.min_tokens + RESERVE_MARGIN
         max_string_tokens = self._string_tokens_given
         if max_string_tokens is None and max_new_tokens is not None:
@@ -306,6 +328,19 @@ class JsonLogitsProcessor(LogitsProcessor):
             self._grammar.check_budget(max_new_tokens)
             self._set_budget(max_new_tokens)
 
+    def _low_budget(self) -> bool:
+        """Whether the tokens left (this one included) are no more than closing the JSON from here
+        takes, plus a margin for what the model may open. The need is re-measured every step near
+        the limit and every few steps before."""
+        if self.max_new_tokens is None:
+            return False
+        left = self.max_new_tokens - self.steps
+        near = left <= self.need + 2 * RESERVE_MARGIN
+        if near or self.steps - self._need_at >= NEED_REFRESH_STEPS:
+            self.need = closing_need(self.matcher, self._vocab, self._sim_bitmask, limit=left + 1)
+            self._need_at = self.steps
+        return left <= self.need + RESERVE_MARGIN
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         if input_ids.shape[0] != 1:
             raise ValueError(f"JsonLogitsProcessor takes one sequence, got a batch of {input_ids.shape[0]}.")
@@ -316,7 +351,7 @@ class JsonLogitsProcessor(LogitsProcessor):
         allowed = allowed_tokens(self.matcher, self._bitmask, self._vocab.vocab_size)
         free = in_string(allowed)
         self.free_run = self.free_run + 1 if free else 0
-        low = self.max_new_tokens is not None and self.max_new_tokens - self.steps <= self.reserve
+        low = self._low_budget()
         long_string = free and self.max_string_tokens is not None and self.free_run > self.max_string_tokens
         if low or long_string:
             narrowed = steer(allowed, self._vocab)

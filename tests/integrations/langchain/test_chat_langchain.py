@@ -463,3 +463,24 @@ def test_a_model_without_rope_chats_with_reuse_on(tmp_path):
     message = chat.invoke("hi")
     assert message.usage_metadata["output_tokens"] >= 1
     assert message.response_metadata["egtlm"]["reused_tokens"] == 0  # nothing to splice, nothing refused
+
+
+@tool
+def send_greeting_message(greeting: str) -> str:
+    """Send a greeting message to the user."""
+    return greeting
+
+
+@pytest.mark.slow
+def test_default_model_forced_call_keeps_its_arguments_under_modest_budgets():
+    """The call takes ~29 tokens; every budget from 32 up must leave its argument what the model
+    writes with room to spare (measuring the closing need from the start gave ' ' at 48)."""
+    greetings = {}
+    for budget in (32, 40, 48, 64, 96, 128):
+        bound = ChatEgtLM(max_tokens=budget).bind_tools([send_greeting_message], tool_choice="any")
+        message = bound.invoke("Greet me")
+        assert message.tool_calls, (budget, message.invalid_tool_calls)
+        greetings[budget] = message.tool_calls[0]["args"]["greeting"]
+        assert message.usage_metadata["output_tokens"] <= budget
+    assert all(g.strip() for g in greetings.values()), greetings
+    assert all(greetings[b] == greetings[128] for b in (40, 48, 64, 96)), greetings

@@ -17,6 +17,7 @@ from egtlm_core import EgtLM
 from egtlm_core.generation.constrained import (
     RESERVE_MARGIN,
     JsonLogitsProcessor,
+    closing_need,
     json_grammar,
     tool_call_schema,
 )
@@ -241,3 +242,39 @@ def test_a_prompt_that_leaves_less_room_shrinks_the_grammar_budget(lm):
     tight = grammar.processor(max_new_tokens=200)
     with pytest.raises(ValueError, match="too small for this schema"):
         tight.limit_budget(grammar.min_tokens - 1)
+
+
+LONG_KEY = {
+    "type": "object",
+    "properties": {"the_answer_to_the_question_about_the_fox": {"type": "string"}},
+    "required": ["the_answer_to_the_question_about_the_fox"],
+}
+
+
+def test_closing_need_is_measured_from_where_the_json_stands(lm):
+    """Once the long key is written, closing takes a token or two, not the whole shortest output."""
+    grammar = json_grammar(lm.tokenizer, LONG_KEY, model=lm.model)
+    processor = grammar.processor(max_new_tokens=200)
+    assert processor.matcher.accept_string('{"the_answer_to_the_question_about_the_fox": "a fox')
+    bitmask = torch.zeros_like(processor._sim_bitmask)
+    need = closing_need(processor.matcher, processor._vocab, bitmask)
+    assert 1 <= need <= 2 < grammar.min_tokens
+    assert closing_need(processor.matcher, processor._vocab, bitmask) == need  # measured on a fork
+    assert processor.matcher.accept_string('"}') and processor.matcher.is_completed()
+
+
+@pytest.mark.parametrize("extra_tokens", [8, 16, 32])
+def test_a_modest_budget_is_spent_before_the_json_is_closed(lm, extra_tokens):
+    """With `extra_tokens` beyond the schema's shortest output, the model writes freely until what
+    is left is what closing takes from there: steering only closes the string and the object at
+    the end (measuring the need from the start steered from step `extra_tokens` on, spelling the
+    key out and closing the string as soon as it opened)."""
+    grammar = json_grammar(lm.tokenizer, LONG_KEY, model=lm.model)
+    budget = grammar.min_tokens + RESERVE_MARGIN + extra_tokens
+    for seed in range(3):
+        torch.manual_seed(seed)
+        processor = grammar.processor(max_new_tokens=budget, max_string_tokens=1000)
+        result = lm.chat(MESSAGES, max_new_tokens=budget, temperature=1.0, logits_processor=[processor])
+        assert isinstance(json.loads(result.text)["the_answer_to_the_question_about_the_fox"], str)
+        assert processor.forced_closes <= 2, (seed, processor.forced_closes, result.text)
+        assert budget - RESERVE_MARGIN - 3 <= result.completion_tokens <= budget
