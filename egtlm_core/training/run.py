@@ -54,6 +54,17 @@ def _wrap(lm: EgtLM, plan: TrainConfig) -> Any:
     return get_peft_model(model, config)
 
 
+def _base(plan: TrainConfig) -> str | None:
+    """The weights training starts from. `model: null` is the *untrained* packaged model (its converted
+    directory), never `EgtLM()`'s default, which applies a shipped adapter once there is one: the new
+    adapter is saved with base `egtlm:default` (the untrained model) and must be trained on that."""
+    if plan.model is not None:
+        return plan.model
+    from ..loading.default_model import ensure_default_model
+
+    return str(ensure_default_model())
+
+
 def _bf16(plan: TrainConfig) -> bool:
     if plan.bf16 is not None:
         return plan.bf16
@@ -79,7 +90,7 @@ def train(plan: TrainConfig) -> TrainResult:
     out = Path(plan.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(run_config(plan), indent=2), encoding="utf-8")
-    lm = EgtLM(plan.model, torch_dtype="float32", **plan.model_settings)
+    lm = EgtLM(_base(plan), torch_dtype="float32", **plan.model_settings)
     model = _wrap(lm, plan)
     unified = UnifiedTrainer(lm, model, plan)
     dev = subsample(read_stsb("dev"), plan.eval_pairs, seed=plan.seed)

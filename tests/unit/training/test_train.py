@@ -149,3 +149,16 @@ def test_train_writes_a_loadable_model_and_resumes(
     again = train(_plan(tmp_path, tiny_llama_dir, sources=sources, max_steps=6, eval_steps=2, batch_size=3))
     assert (out / "checkpoints" / "checkpoint-6").is_dir()
     assert [h["step"] for h in again.history if "loss" in h] == [5, 6]  # resumed after step 4
+
+
+def test_model_null_trains_the_untrained_default(
+    tmp_path: Path, tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not `EgtLM()`'s default, which applies a shipped adapter: a new adapter saved with base
+    'egtlm:default' must have been trained on the untrained weights it will be merged into."""
+    from egtlm_core.loading import default_model
+    from egtlm_core.training.run import _base
+
+    monkeypatch.setattr(default_model, "ensure_default_model", lambda cache_dir=None: tiny_llama_dir)
+    assert _base(_plan(tmp_path, tiny_llama_dir, model=None)) == str(tiny_llama_dir)
+    assert _base(_plan(tmp_path, tiny_llama_dir)) == str(tiny_llama_dir)
