@@ -160,5 +160,7 @@ def test_model_null_trains_the_untrained_default(
     from egtlm_core.training.run import _base
 
     monkeypatch.setattr(default_model, "ensure_default_model", lambda cache_dir=None: tiny_llama_dir)
-    assert _base(_plan(tmp_path, tiny_llama_dir, model=None)) == str(tiny_llama_dir)
-    assert _base(_plan(tmp_path, tiny_llama_dir)) == str(tiny_llama_dir)
+    plan = _plan(tmp_path, tiny_llama_dir)
+    assert _base(plan) == str(tiny_llama_dir)
+    plan.model = None
+    assert _base(plan) == str(tiny_llama_dir)
