@@ -10,6 +10,11 @@ waited (`ChatResult.queue_s`).
 Slots are handed from one generation straight to the next in arrival order (a ticket queue), so a
 waiter is never overtaken by a later caller. A waiting generation whose cancel event is set leaves
 the queue.
+
+A generation decoded in the consumer's own thread (the shared-cache path) holds its slot while the
+consumer iterates. If that thread asks for another generation before finishing or closing the
+first, waiting would never end; `acquire(consumer=True)` marks such holds, and a thread holding one
+gets a RuntimeError instead of a hang.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class GenerationLimit:
         self._lock = threading.Lock()
         self._active = 0
         self._waiting: deque[threading.Event] = deque()
+        self._consumers: dict[int, int] = {}  # thread id -> slots it holds while iterating
         self._limit = _check_limit(limit)
 
     @property
@@ -62,14 +68,24 @@ class GenerationLimit:
             self._active += 1
             self._waiting.popleft().set()
 
-    def acquire(self, cancel: threading.Event | None = None) -> float:
+    def acquire(self, cancel: threading.Event | None = None, consumer: bool = False) -> float:
         """Wait for a slot; returns the seconds waited. Raises `GenerationCancelled` if `cancel` is
-        set while waiting (the place in the queue is given up)."""
+        set while waiting (the place in the queue is given up). `consumer=True`: the calling thread
+        itself holds the slot until `release(consumer=True)`."""
         start = time.perf_counter()
+        me = threading.get_ident()
         with self._lock:
             if not self._waiting and (self._limit is None or self._active < self._limit):
                 self._active += 1
+                if consumer:
+                    self._consumers[me] = self._consumers.get(me, 0) + 1
                 return 0.0
+            if self._consumers.get(me):
+                raise RuntimeError(
+                    "This thread is still reading a generation that holds the generation slot; "
+                    "finish or close() that stream before starting another (or raise the limit: "
+                    f"{ENV_VAR} / set_generation_limit)."
+                )
             ticket = threading.Event()
             self._waiting.append(ticket)
         while not ticket.wait(_POLL_S):
@@ -80,12 +96,21 @@ class GenerationLimit:
                         raise GenerationCancelled
                 self.release()  # admitted just now: hand the slot on
                 raise GenerationCancelled
+        if consumer:
+            with self._lock:
+                self._consumers[me] = self._consumers.get(me, 0) + 1
         return time.perf_counter() - start
 
-    def release(self) -> None:
+    def release(self, consumer_thread: int | None = None) -> None:
+        """Give a slot back; `consumer_thread`: the id of the thread that acquired it with
+        `consumer=True` (a generator may be closed from another thread)."""
         with self._lock:
             if self._active <= 0:
                 raise RuntimeError("GenerationLimit.release() without a matching acquire().")
+            if consumer_thread is not None and self._consumers.get(consumer_thread):
+                self._consumers[consumer_thread] -= 1
+                if not self._consumers[consumer_thread]:
+                    del self._consumers[consumer_thread]
             self._active -= 1
             self._admit()
 

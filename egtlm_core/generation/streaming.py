@@ -239,8 +239,9 @@ def _in_slot(
     """Pieces decoded in the consumer's thread, holding a generation slot until they end or the
     stream is closed; a set `cancel` ends them at the next piece."""
     limit = generation_limit(device_type)
+    me = threading.get_ident()
     try:
-        queued = limit.acquire(cancel)
+        queued = limit.acquire(cancel, consumer=True)
     except GenerationCancelled:
         if result is not None:
             result.finish_reason = "cancelled"
@@ -256,6 +257,6 @@ def _in_slot(
                     result.finish_reason = "cancelled"
                 return
     finally:
-        limit.release()
+        limit.release(consumer_thread=me)
         if result is not None:
             result.queue_s = queued

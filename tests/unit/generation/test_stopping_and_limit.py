@@ -226,3 +226,34 @@ def test_chat_template_kwargs_reach_the_template(m, monkeypatch):
     plain = m.chat(LONG, max_new_tokens=2)
     greeted = m.chat(LONG, max_new_tokens=2, chat_template_kwargs={"greeting": "Hello there fox"})
     assert greeted.prompt_tokens == len(want) > plain.prompt_tokens
+
+
+def test_a_thread_reading_a_generation_that_holds_the_slot_gets_an_error_not_a_hang():
+    limit = GenerationLimit(1)
+    me = threading.get_ident()
+    limit.acquire(consumer=True)
+    with pytest.raises(RuntimeError, match="finish or close"):
+        limit.acquire()
+    other: list[float] = []
+    waiter = threading.Thread(target=lambda: other.append(limit.acquire()))  # another thread just waits
+    waiter.start()
+    assert wait_until(lambda: limit.queued == 1)
+    limit.release(consumer_thread=me)
+    waiter.join(5)
+    assert other and limit.active == 1
+    limit.release()
+    assert limit.acquire() == 0.0  # the consumer mark is gone with its slot
+    limit.release()
+
+
+def test_a_half_read_reuse_stream_then_chat_in_the_same_thread_raises(tiny_llama_dir):
+    from egtlm_core.cache import MemoryTier
+
+    lm = EgtLM(str(tiny_llama_dir), torch_dtype="float32", cache_store=MemoryTier())
+    docs = ["The quick brown fox jumps over the lazy dog.", "A cat sat on the mat."]
+    pieces = lm.answer("Tell me about the fox", documents=docs, max_new_tokens=60, stream=True)
+    next(iter(pieces))
+    with pytest.raises(RuntimeError, match="finish or close"):
+        lm.chat(LONG, max_new_tokens=2)
+    pieces.close()
+    assert lm.chat(LONG, max_new_tokens=2).completion_tokens == 2
