@@ -47,7 +47,7 @@ def index(tmp_path_factory):
 
 
 def engine(index, reuse: bool = True) -> RetrieverQueryEngine:
-    llm = EgtLMLLM(max_new_tokens=16, reuse_cache=reuse)
+    llm = EgtLMLLM(max_new_tokens=24, reuse_cache=reuse)
     return index.as_query_engine(llm=llm, similarity_top_k=1, response_synthesizer=EgtLMSynthesizer(llm))
 
 
