@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,6 +208,7 @@ def stream_generate(
     prefilled_logits: torch.Tensor | None = None,
     started: float | None = None,
     cancel: threading.Event | None = None,
+    prefill: Callable[[], tuple[DynamicCache, torch.Tensor]] | None = None,
 ) -> Iterator[str]:
     """Text pieces as they are generated; `result` (if given) is filled when they are exhausted.
 
@@ -215,6 +216,8 @@ def stream_generate(
     With `prefilled_logits` (the shared-cache path: `prefix_cache` already holds the whole prompt
     and these are the next-token logits) decoding starts from them in `decode.decode_stream`, with
     no `generate` call and no copy of the cache; `result.ttft_s` then counts from `started`.
+    `prefill` does the same with states and logits it computes inside the generation slot (so the
+    shared-cache path's prefill forward queues behind other generations too).
     Setting `cancel` (any thread) ends the generation before its next token; so does closing the
     returned iterator. Either way the generation's slot (`limit.py`) is given back.
     """
@@ -223,22 +226,16 @@ def stream_generate(
     for processor in logits_processor or ():
         if hasattr(processor, "limit_budget"):  # processors that plan around the budget (JSON grammar)
             processor.limit_budget(config.max_new_tokens)
-    if prefilled_logits is not None:
+    if prefilled_logits is not None or prefill is not None:
         from .decode import decode_stream  # decode imports this module's StopFilter
 
-        if prefix_cache is None:
-            raise ValueError("prefilled_logits needs the prompt's states in prefix_cache.")
+        if prefill is None:
+            if prefix_cache is None or prefilled_logits is None:
+                raise ValueError("prefilled_logits needs the prompt's states in prefix_cache.")
+            states = (prefix_cache, prefilled_logits)
+            prefill = lambda: states  # noqa: E731
         pieces = decode_stream(
-            model,
-            tokenizer,
-            prompt_ids,
-            prefix_cache,
-            prefilled_logits,
-            config,
-            stop,
-            logits_processor,
-            result,
-            started,
+            model, tokenizer, prompt_ids, prefill, config, stop, logits_processor, result, started
         )
         return _in_slot(pieces, model.device.type, cancel, result)
     return _stream(

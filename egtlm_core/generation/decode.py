@@ -15,7 +15,7 @@ consumer that stops iterating stops decoding at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 import torch
@@ -117,22 +117,22 @@ def decode_stream(
     model: Any,
     tokenizer: Any,
     prompt_ids: Sequence[int],
-    cache: DynamicCache,
-    logits: torch.Tensor,
+    prefill: Callable[[], tuple[DynamicCache, torch.Tensor]],
     config: GenerationConfig,
     stop: Sequence[str] = (),
     logits_processor: Any = None,
     result: Any = None,
     started: float | None = None,
 ) -> Iterator[str]:
-    """Text pieces of the answer to a prompt whose states are all in `cache` (which this grows).
-
-    `logits` are the next-token logits after the prompt ([vocab] or [1, vocab]). Stop strings end
+    """Text pieces of the answer to a prompt; `prefill()`, called at the first piece, gives the
+    cache holding all of the prompt's states (decoding grows it) and the next-token logits after it
+    ([vocab] or [1, vocab]). Stop strings end
     decoding at the token that completes one and are cut from the text. `result` (a `ChatResult`),
     if given, is filled when the pieces are exhausted; its `ttft_s` counts from `started` (default:
     now).
     """
     started = time.perf_counter() if started is None else started
+    cache, logits = prefill()
     merged, processors = prepare_decoding(model, config, logits_processor, len(prompt_ids))
     eos = set(_as_list(merged.eos_token_id))
     text, stop_filter, stops = _Text(tokenizer), StopFilter(stop), [s for s in stop if s]

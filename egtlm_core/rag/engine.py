@@ -349,19 +349,25 @@ class SharedCacheRAG:
         problem = self.reuser.rope.reuse_problem(len(ids) + config.max_new_tokens) if reuse else None
         if reuse and problem:
             logger.warning("Not reusing cached states: %s; prefilling the whole prompt.", problem)
-        stats = ReuseStats(prefilled_tokens=len(ids), fallback=problem)
+        outcome = {"stats": ReuseStats(prefilled_tokens=len(ids), fallback=problem)}
         options: dict[str, Any] = {"stop": stop, "logits_processor": logits_processor, "result": result}
         options["cancel"] = cancel  # a set event stops decoding within a token (generation/chat.py)
-        spliced = reuse and not problem
-        if spliced:
-            # One forward for every live token (separators, question) gives the first token's logits;
-            # decoding goes on from them in the caller's thread, without `generate`.
-            cache, logits, stats = self.reuser.prefill(plan, model, recompute_tokens, alternates)
-            options.update(prefix_cache=cache, prefilled_logits=logits, started=start)
+        if reuse and not problem:
+
+            def prefill() -> tuple[Any, Any]:
+                # One forward for every live token (separators, question) gives the first token's
+                # logits; run in the generation slot, then decoding goes on without `generate`.
+                cache, logits, outcome["stats"] = self.reuser.prefill(
+                    plan, model, recompute_tokens, alternates
+                )
+                return cache, logits
+
+            options["prefill"] = prefill
         pieces = stream_generate(model, self.tokenizer, ids, config, **options)
         prepared = time.perf_counter() - start
         yield from pieces
-        if not spliced:  # generate timed its first token from its own start
+        stats = outcome["stats"]
+        if "prefill" not in options:  # generate timed its first token from its own start
             result.ttft_s = None if result.ttft_s is None else result.ttft_s + prepared
         result.total_s = time.perf_counter() - start
         result.reused_tokens, result.prefilled_tokens, result.reuse = (

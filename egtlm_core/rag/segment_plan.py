@@ -37,7 +37,8 @@ class Segment:
 
 @dataclass
 class SegmentPlan:
-    """Segments in prompt order; the last one is live and is prefilled by `generate` itself."""
+    """Segments in prompt order; the last one (the question) is live, prefilled in the same forward
+    as the other live segments, which yields the first generated token (`KVReuser.prefill`)."""
 
     segments: list[Segment] = field(default_factory=list)
 

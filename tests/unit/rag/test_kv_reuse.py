@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 from rag_fixtures import DOCS, QUESTION, load
@@ -312,3 +315,31 @@ def test_reused_answers_stream_and_stop_like_full_prefill(tiny_model_dirs, arch)
         torch.manual_seed(7)
         sampled.append(m.answer(QUESTION, DOCS[:1], max_new_tokens=12, temperature=0.8, reuse_cache=reuse))
     assert sampled[0].text == sampled[1].text and sampled[0].text != full.text[: len(sampled[0].text)]
+
+
+def test_the_reuse_prefill_waits_for_the_generation_slot(tiny_llama_dir):
+    from egtlm_core.generation.limit import generation_limit, set_generation_limit
+
+    m = load(tiny_llama_dir)
+    m.index(DOCS)
+    limit = generation_limit("cpu")
+    before = limit.limit
+    set_generation_limit(1)
+    calls, results = [], []
+    hook = m.rag.reuser.body.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        limit.acquire()  # another generation holds the one slot
+        try:
+            worker = threading.Thread(
+                target=lambda: results.append(m.answer(QUESTION, DOCS, max_new_tokens=2))
+            )
+            worker.start()
+            time.sleep(0.5)
+            assert calls == [] and limit.queued == 1  # the prefill forward waits in the queue
+        finally:
+            limit.release()
+        worker.join(timeout=60)
+    finally:
+        hook.remove()
+        set_generation_limit(before)
+    assert results and results[0].completion_tokens > 0 and len(calls) >= 1
