@@ -1,18 +1,23 @@
-"""Time to first token: shared-cache reuse vs full prefill, for k = 1, 3, 5 XQuAD paragraphs.
+"""Time to first token: shared-cache reuse vs full prefill, k = 1, 3, 5, 10 XQuAD paragraphs.
 
 The same prompt (chat header + k paragraphs of ~300 tokens + a question) is answered with
-`max_new_tokens=1` four ways, interleaved in one process and repeated (medians reported):
+`max_new_tokens=1` four ways, interleaved in one process (the order rotates every repeat; medians
+reported):
 
-    full   `answer(..., reuse_cache=False)`: the whole prompt is prefilled
+    full   `answer(..., reuse_cache=False)`: the whole prompt is prefilled by `generate`
     warm   reuse, states in a RAM tier (`MemoryTier`)
     disk   reuse, states read from a fresh `DiskTier` (safetensors files written at indexing)
     int8   reuse, states read from a fresh `DiskTier(int8=True)` (dequantised on load)
 
-TTFT is the wall time of the `answer` call (plan + cache build + prefill of the live tail + first
-token); `AnswerResult.ttft_s` is recorded beside it. Also reported: where the reuse time goes at the
-largest k, the per-document load cost of each disk format and the bytes per token of each tier.
+and two more measurements. *two-pass* is the reuse path as it was before this change, kept here as
+the before/after in one run: `KVReuser.build` (a forward over the separators) and then `generate`
+over the question. The **floor**: one bare forward of the same live tokens (separators and
+question) over the same spliced cache, timed alone (`KVReuser._forward_live` after `_gather`). The
+reuse path can never beat it; warm / floor says how much the rest (fetch, re-rotation, splicing,
+planning, decode set-up) adds. Also: where the reuse time goes at the largest k, load cost and bytes
+per token of each tier, and indexing time with batched vs one-forward-per-document capture.
 
-    python benchmarks/rag_ttft.py                      # auto dtype, then float32
+    python benchmarks/rag_ttft.py --threads 1                  # auto dtype, then float32
     python benchmarks/rag_ttft.py --dtypes auto --repeats 5 --threads 1
 
 Writes docs/benchmarks/rag_ttft.md and rag_ttft.png.
@@ -36,19 +41,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from _common import machine_facts  # noqa: E402
+from _common import _cpu_times, cpu_flags_of_interest, machine_facts  # noqa: E402
+from rag_ttft_page import CONDITIONS, page, plot  # noqa: E402  (the page's prose and plot, apart from the measurement)
 
 from egtlm_core import EgtLM  # noqa: E402
 from egtlm_core.cache import DiskTier, MemoryTier  # noqa: E402
+from egtlm_core.generation.chat import generation_config, stream_generate  # noqa: E402
 from egtlm_core.rag.engine import SharedCacheRAG  # noqa: E402
+from egtlm_core.rag.kv_reuse import ReuseStats  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "xquad" / "xquad.en.json"
 DOCS_DIR = ROOT / "docs" / "benchmarks"
-CONDITIONS = ("full", "warm", "disk", "int8")
-TARGET_RATIO = 10.0  # k = 5, warm
-
-
-# --- small helpers (machine description, data) --------------------------------------------------
+TARGET_RATIO, TARGET_K, TARGET_FLOOR = 10.0, 5, 1.3
 
 
 def xquad_paragraphs(path: Path) -> list[dict[str, Any]]:
@@ -60,13 +64,12 @@ def median_ms(xs: list[float]) -> float:
     return statistics.median(xs) * 1e3
 
 
-# --- the measurement -------------------------------------------------------------------------------
 class Timer:
     """Wraps methods of an object to sum the time spent in them (for the breakdown)."""
 
     def __init__(self, obj: Any, names: list[str]):
         self.obj, self.totals = obj, defaultdict(float)
-        self.originals = {n: getattr(obj, n) for n in names if hasattr(obj, n)}
+        self.originals = {n: getattr(obj, n) for n in names}
         for name, fn in self.originals.items():
             setattr(obj, name, self._wrap(name, fn))
 
@@ -85,322 +88,250 @@ class Timer:
             delattr(self.obj, name)  # the instance attribute shadowed the class method
 
 
-def run_dtype(dtype: str, docs: list[str], question: str, ks: list[int], repeats: int) -> dict[str, Any]:
-    m = EgtLM(torch_dtype=dtype)
-    tmp = Path(tempfile.mkdtemp(prefix="egtlm-ttft-"))
-    warm = SharedCacheRAG(m, store=MemoryTier(max_bytes=4 << 30))
-    plan = warm.plan("?", docs)
-    warm.reuser.index(plan.documents, plan.prefix)  # type: ignore[arg-type]
+# --- the measurement -------------------------------------------------------------------------------
+def make_engines(m: EgtLM, plan: Any, tmp: Path) -> dict[str, SharedCacheRAG]:
+    warm = SharedCacheRAG(m._loaded, m, store=MemoryTier(max_bytes=4 << 30))
+    warm.reuser.index(plan.documents, plan.prefix, show_progress=False)
     for name, int8 in (("disk", False), ("int8", True)):
-        writer = SharedCacheRAG(m, store=DiskTier(tmp / name, int8=int8))
-        writer.reuser.index(plan.documents, plan.prefix)  # type: ignore[arg-type]
+        writer = SharedCacheRAG(m._loaded, m, store=DiskTier(tmp / name, int8=int8))
+        writer.reuser.index(plan.documents, plan.prefix, show_progress=False)
     # Fresh tiers over the written files: nothing of the indexing run is held in this process
-    # (the OS page cache still holds the files: "cold" = read + checksum + decode, not a disk seek).
-    engines = {
+    # (the OS page cache still holds the files: read + checksum + decode, not a disk seek).
+    return {
         "warm": warm,
-        "disk": SharedCacheRAG(m, store=DiskTier(tmp / "disk")),
-        "int8": SharedCacheRAG(m, store=DiskTier(tmp / "int8", int8=True)),
+        "disk": SharedCacheRAG(m._loaded, m, store=DiskTier(tmp / "disk")),
+        "int8": SharedCacheRAG(m._loaded, m, store=DiskTier(tmp / "int8", int8=True)),
     }
-    tokens = [len(s.token_ids) for s in plan.documents]
-    prefix_tokens = len(plan.prefix.token_ids)  # type: ignore[union-attr]
 
+
+def floor_once(engine: SharedCacheRAG, m: EgtLM, question: str, docs: list[str]) -> float:
+    """One bare forward of the plan's live tokens over its spliced cache (the splice is not timed)."""
+    plan = engine.plan(question, docs)
+    reuser = engine.reuser
+    cache, cached, ids, positions, _ = reuser._gather(plan, 0, ())
+    tail = plan.segments[-1].token_ids
+    at = len(plan.token_ids) - len(tail)
+    ids, positions = ids + list(tail), positions + list(range(at, at + len(tail)))
+    start = time.perf_counter()
+    reuser._forward_live(ids, positions, cache, cached, m.model)
+    return time.perf_counter() - start
+
+
+def two_pass_once(engine: SharedCacheRAG, m: EgtLM, question: str, docs: list[str]) -> float:
+    """The previous reuse path: `build` (separators forward), then `generate` prefills the question."""
+    start = time.perf_counter()
+    plan = engine.plan(question, docs)
+    cache, _ = engine.reuser.build(plan)
+    config = generation_config(m.tokenizer, m.model, 1, 0.0, 1.0)
+    for _ in stream_generate(
+        m.model, m.tokenizer, plan.token_ids, config, prefix_cache=cache, copy_cache=False
+    ):
+        pass
+    return time.perf_counter() - start
+
+
+def measure(m: EgtLM, engines: dict[str, SharedCacheRAG], question: str, docs: list[str], args: Any) -> dict:
     def once(cond: str, k: int) -> tuple[float, Any]:
-        engine = engines["warm" if cond == "full" else cond]
+        engine = engines["warm" if cond in ("full", "floor", "two-pass") else cond]
+        if cond == "floor":
+            return floor_once(engine, m, question, docs[:k]), None
+        if cond == "two-pass":
+            return two_pass_once(engine, m, question, docs[:k]), None
         start = time.perf_counter()
         r = engine.answer(question, documents=docs[:k], reuse_cache=cond != "full", max_new_tokens=1)
         return time.perf_counter() - start, r
 
-    for k in ks:  # warm-up: first calls pay for kernel selection and allocation
+    for k in args.ks:  # warm-up: first calls pay for kernel selection and allocation
         for cond in CONDITIONS:
             once(cond, k)
-    wall: dict[tuple[str, int], list[float]] = defaultdict(list)
-    ttft: dict[tuple[str, int], list[float]] = defaultdict(list)
-    build: dict[tuple[str, int], list[float]] = defaultdict(list)
-    first: dict[tuple[str, int], str] = {}
-    prompt_tokens: dict[int, int] = {}
-    for rep in range(repeats):
-        for k in ks:
-            order = CONDITIONS[rep % 4 :] + CONDITIONS[: rep % 4]  # rotate: no condition always first
+    wall: dict[str, list[float]] = defaultdict(list)
+    first: dict[str, str] = {}
+    tokens: dict[int, dict[str, int]] = {}
+    for rep in range(args.repeats):
+        for k in args.ks:
+            turn = rep % len(CONDITIONS)
+            order = CONDITIONS[turn:] + CONDITIONS[:turn]  # rotate: no condition always first
             for cond in order:
                 w, r = once(cond, k)
-                wall[cond, k].append(w)
-                ttft[cond, k].append(r.ttft_s)
-                build[cond, k].append(r.reuse.build_s if r.reuse else 0.0)
-                first[cond, k] = r.text
-                prompt_tokens[k] = r.prompt_tokens
-        print(f"  [{dtype}] repeat {rep + 1}/{repeats} done (load {os.getloadavg()[0]:.1f})", flush=True)
+                wall[f"{cond}@{k}"].append(w)
+                if r is not None:
+                    first[f"{cond}@{k}"] = r.text
+                    if cond == "warm":
+                        tokens[k] = {"prompt": r.prompt_tokens, "live": r.reuse.prefilled_tokens}
+        print(f"  repeat {rep + 1}/{args.repeats} (load {os.getloadavg()[0]:.1f})", flush=True)
+    return {
+        "wall_ms": {key: median_ms(v) for key, v in wall.items()},
+        "wall_all_ms": {key: [x * 1e3 for x in v] for key, v in wall.items()},
+        "tokens": tokens,
+        "first_token_same_as_full": {
+            key: text == first[f"full@{key.split('@')[1]}"] for key, text in first.items()
+        },
+    }
 
-    # Where reuse time goes at the largest k (separate pass, methods wrapped with timers).
-    kmax = max(ks)
-    breakdown: dict[str, dict[str, float]] = {}
+
+def breakdown(engines: dict[str, SharedCacheRAG], question: str, docs: list[str], n: int) -> dict:
+    """Mean ms per part of a reuse answer at the largest k (a separate pass with timers)."""
+    out = {}
+    parts = ["states", "_stored_part", "_splice_parts", "_forward_live", "_gather", "prefill"]
     for cond in ("warm", "int8"):
-        reuser = engines[cond].reuser
-        timer = Timer(reuser, ["states", "_stored_part", "_forward_live"])
-        walls, builds = [], []
-        n = max(3, repeats // 2)
+        engine = engines[cond]
+        timer = Timer(engine.reuser, parts)
+        walls = []
         for _ in range(n):
-            w, r = once(cond, kmax)
-            walls.append(w)
-            builds.append(r.reuse.build_s)
+            start = time.perf_counter()
+            engine.answer(question, documents=docs, max_new_tokens=1)
+            walls.append(time.perf_counter() - start)
         timer.restore()
         t = {name: v / n * 1e3 for name, v in timer.totals.items()}
-        b = statistics.mean(builds) * 1e3
-        breakdown[cond] = {
-            "store get (states)": t.get("states", 0.0),
-            "re-rotate + slice (_stored_part)": t.get("_stored_part", 0.0),
-            "live separators forward": t.get("_forward_live", 0.0),
-            "concat + other build": b - sum(t.values()),
-            "generate (live tail prefill + first token)": statistics.mean(walls) * 1e3 - b,
-            "total": statistics.mean(walls) * 1e3,
+        total = statistics.mean(walls) * 1e3
+        out[cond] = {
+            "store get (states)": t["states"],
+            "re-rotate + copy into the cache (_stored_part)": t["_stored_part"],
+            "cache buffers + DynamicCache (rest of _splice_parts)": t["_splice_parts"] - t["_stored_part"],
+            "other splice bookkeeping (rest of _gather)": t["_gather"] - t["_splice_parts"] - t["states"],
+            "the one live forward (separators + question)": t["_forward_live"],
+            "planning, first token, result (rest of answer)": total - t["prefill"],
+            "total": total,
         }
+    return out
 
-    # Load cost per document and bytes per token of each tier.
-    keys = [warm.reuser.key(s, plan.prefix) for s in plan.documents]
+
+def storage(engines: dict[str, SharedCacheRAG], plan: Any, repeats: int) -> dict:
+    tokens = [len(s.token_ids) for s in plan.documents]
+    # each store's own keys: the storage format (native / int8) is part of a key
+    keys = {
+        c: [engines[c].reuser.key(s, plan.prefix) for s in plan.documents] for c in ("warm", "disk", "int8")
+    }
     loads: dict[str, list[float]] = defaultdict(list)
-    for _ in range(max(5, repeats)):
-        for cond in ("warm", "disk", "int8"):
-            store = engines[cond].store
-            for key in keys:
+    for _ in range(repeats):
+        for cond in keys:
+            for key in keys[cond]:
                 start = time.perf_counter()
-                store.get(key)
+                engines[cond].store.get(key)
                 loads[cond].append(time.perf_counter() - start)
-    all_tokens = sum(tokens) + prefix_tokens
-    storage = {}
-    for cond in ("warm", "disk", "int8"):
+    out = {}
+    for cond in keys:
         store = engines[cond].store
-        total = store.stats.bytes
         if cond == "warm":
-            per_doc = [store.get(key).nbytes / n for key, n in zip(keys, tokens, strict=True)]
+            sizes = [store.get(key).nbytes for key in keys[cond]]
         else:
-            per_doc = [store.path_for(key).stat().st_size / n for key, n in zip(keys, tokens, strict=True)]
-        storage[cond] = {
-            "bytes_per_token_all": total / all_tokens,
-            "bytes_per_token_docs": statistics.mean(per_doc),
+            sizes = [store.path_for(key).stat().st_size for key in keys[cond]]
+        out[cond] = {
+            "bytes_per_token_docs": statistics.mean(s / n for s, n in zip(sizes, tokens, strict=True)),
             "load_ms_per_doc": median_ms(loads[cond]),
         }
+    return out
+
+
+def indexing(m: EgtLM, plan: Any, rounds: int = 2) -> dict[str, float]:
+    """Seconds to capture all documents: batched (`index`) vs one forward per document."""
+    times: dict[str, list[float]] = defaultdict(list)
+    for _ in range(rounds):
+        for way in ("batched", "one per document"):
+            engine = SharedCacheRAG(m._loaded, m, store=MemoryTier(max_bytes=4 << 30))
+            reuser = engine.reuser
+            prefix_cache = reuser._prefix_loader(plan.prefix, ReuseStats())()
+            start = time.perf_counter()
+            if way == "batched":
+                reuser.index(plan.documents, plan.prefix, show_progress=False)
+            else:
+                for doc in plan.documents:
+                    reuser.store.put(reuser.key(doc, plan.prefix), reuser.capture_segment(doc, prefix_cache))
+            times[way].append(time.perf_counter() - start)
+    return {way: statistics.median(v) for way, v in times.items()}
+
+
+def run_dtype(dtype: str, docs: list[str], question: str, args: Any) -> dict[str, Any]:
+    m = EgtLM(torch_dtype=dtype)
+    tmp = Path(tempfile.mkdtemp(prefix="egtlm-ttft-"))
+    plan = SharedCacheRAG(m._loaded, m, store=MemoryTier()).plan("?", docs)
+    engines = make_engines(m, plan, tmp)
+    res = measure(m, engines, question, docs, args)
+    res["breakdown"] = breakdown(engines, question, docs[: max(args.ks)], max(3, args.repeats // 2))
+    res["storage"] = storage(engines, plan, max(5, args.repeats))
+    res["indexing_s"] = indexing(m, plan)
     shutil.rmtree(tmp, ignore_errors=True)
-    return {
-        "dtype": str(m.dtype).removeprefix("torch."),
-        "requested": dtype,
-        "doc_tokens": tokens,
-        "prefix_tokens": prefix_tokens,
-        "prompt_tokens": prompt_tokens,
-        "wall_ms": {f"{c}@{k}": median_ms(v) for (c, k), v in wall.items()},
-        "wall_q": {
-            f"{c}@{k}": [x * 1e3 for x in statistics.quantiles(v, n=4)] if len(v) > 1 else [v[0] * 1e3] * 3
-            for (c, k), v in wall.items()
-        },
-        "ttft_ms": {f"{c}@{k}": median_ms(v) for (c, k), v in ttft.items()},
-        "build_ms": {f"{c}@{k}": median_ms(v) for (c, k), v in build.items()},
-        "first_token_same_as_full": {f"{c}@{k}": first[c, k] == first["full", k] for (c, k) in first},
-        "breakdown": breakdown,
-        "storage": storage,
-    }
+    res.update(dtype=str(m.dtype).removeprefix("torch."), requested=dtype)
+    res["doc_tokens"] = [len(s.token_ids) for s in plan.documents]
+    return res
 
 
 # --- output ------------------------------------------------------------------------------------------
 def table(res: dict[str, Any], ks: list[int]) -> str:
     w = res["wall_ms"]
     lines = [
-        "| k | prompt tokens | full prefill ms | warm (RAM) ms | disk ms | int8 disk ms "
-        "| full/warm | full/disk | full/int8 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| k | prompt tokens | live tokens | full prefill ms | warm ms | disk ms | int8 ms | floor ms "
+        "| two-pass ms | full/warm | full/disk | full/int8 | warm/floor | full/two-pass |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in ks:
-        f = w[f"full@{k}"]
+        f, r, fl, old = w[f"full@{k}"], w[f"warm@{k}"], w[f"floor@{k}"], w[f"two-pass@{k}"]
+        t = res["tokens"][k]
         lines.append(
-            f"| {k} | {res['prompt_tokens'][k]} | {f:.0f} | {w[f'warm@{k}']:.0f} | {w[f'disk@{k}']:.0f} "
-            f"| {w[f'int8@{k}']:.0f} | **{f / w[f'warm@{k}']:.1f}×** | {f / w[f'disk@{k}']:.1f}× "
-            f"| {f / w[f'int8@{k}']:.1f}× |"
+            f"| {k} | {t['prompt']} | {t['live']} | {f:.0f} | {r:.0f} | {w[f'disk@{k}']:.0f} "
+            f"| {w[f'int8@{k}']:.0f} | {fl:.0f} | {old:.0f} | **{f / r:.1f}×** | {f / w[f'disk@{k}']:.1f}× "
+            f"| {f / w[f'int8@{k}']:.1f}× | **{r / fl:.2f}** | {f / old:.1f}× |"
         )
     return "\n".join(lines)
 
 
-def storage_table(res: dict[str, Any]) -> str:
-    names = {"warm": "RAM tier (native)", "disk": "disk tier (native)", "int8": "disk tier (int8)"}
-    lines = [
-        "| tier | load ms / document | bytes / token (documents) "
-        "| bytes / token (all entries incl. prefix) |",
-        "|---|---|---|---|",
-    ]
-    for cond, s in res["storage"].items():
-        lines.append(
-            f"| {names[cond]} | {s['load_ms_per_doc']:.2f} | {s['bytes_per_token_docs']:,.0f} "
-            f"| {s['bytes_per_token_all']:,.0f} |"
-        )
-    return "\n".join(lines)
-
-
-def breakdown_table(res: dict[str, Any]) -> str:
+def small_tables(res: dict[str, Any]) -> str:
     b = res["breakdown"]
-    rows = list(b["warm"])
     lines = ["| part | warm ms | int8 disk ms |", "|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row} | {b['warm'][row]:.1f} | {b['int8'][row]:.1f} |")
+    lines += [f"| {row} | {b['warm'][row]:.1f} | {b['int8'][row]:.1f} |" for row in b["warm"]]
+    names = {"warm": "RAM tier (native)", "disk": "disk tier (native)", "int8": "disk tier (int8)"}
+    lines += ["", "| tier | load ms / document | bytes / token |", "|---|---|---|"]
+    lines += [
+        f"| {names[c]} | {s['load_ms_per_doc']:.2f} | {s['bytes_per_token_docs']:,.0f} |"
+        for c, s in res["storage"].items()
+    ]
+    ix = res["indexing_s"]
+    lines += [
+        "",
+        f"Indexing the {len(res['doc_tokens'])} paragraphs' states: batched "
+        f"{ix['batched']:.2f} s, one forward per document {ix['one per document']:.2f} s "
+        f"({ix['one per document'] / ix['batched']:.2f}×).",
+    ]
     return "\n".join(lines)
 
 
-def plot(results: list[dict[str, Any]], ks: list[int], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(6.2 * len(results), 4.4), squeeze=False)
-    colors = {"full": "#888888", "warm": "#1f77b4", "disk": "#2ca02c", "int8": "#ff7f0e"}
-    labels = {"full": "full prefill", "warm": "reuse, RAM", "disk": "reuse, disk", "int8": "reuse, int8 disk"}
-    width = 0.2
-    for ax, res in zip(axes[0], results, strict=True):
-        w = res["wall_ms"]
-        for j, cond in enumerate(CONDITIONS):
-            xs = [i + (j - 1.5) * width for i in range(len(ks))]
-            ys = [w[f"{cond}@{k}"] for k in ks]
-            ax.bar(xs, ys, width, color=colors[cond], label=labels[cond])
-            for x, y, k in zip(xs, ys, ks, strict=True):
-                text = f"{y:.0f}" if cond == "full" else f"{w[f'full@{k}'] / y:.1f}×"
-                ax.text(x, y * 1.05, text, ha="center", va="bottom", fontsize=7.5)
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(ks)))
-        ax.set_xticklabels([f"k={k}\n({res['prompt_tokens'][k]} tok)" for k in ks])
-        ax.set_ylabel("time to first token, ms (log)")
-        ax.set_title(f"SmolLM2-135M-Instruct, {res['dtype']} (labels: full/reuse)")
-        ax.grid(axis="y", alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def verdicts(res: dict[str, Any], ks: list[int]) -> tuple[float, float, str]:
+    w = res["wall_ms"]
+    k = TARGET_K if TARGET_K in ks else max(ks)
+    ratio, floor = w[f"full@{k}"] / w[f"warm@{k}"], max(w[f"warm@{j}"] / w[f"floor@{j}"] for j in ks)
+    ok = ratio >= TARGET_RATIO, floor <= TARGET_FLOOR
+    text = (
+        f"Targets: ≥ {TARGET_RATIO:.0f}× at k = {k} warm — **{'met' if ok[0] else 'not met'}** "
+        f"({ratio:.1f}×); reuse ≤ {TARGET_FLOOR}× the floor at every k — "
+        f"**{'met' if ok[1] else 'not met'}** (worst {floor:.2f}×)."
+    )
+    return ratio, floor, text
 
 
 def write_markdown(results: list[dict[str, Any]], info: dict[str, Any], args: Any, path: Path) -> str:
-    ks = args.ks
-    kmax = max(ks)
-    out = [
-        "# RAG time to first token: shared-cache reuse vs full prefill",
-        "",
-        "Produced by `benchmarks/rag_ttft.py`. "
-        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
-        f"(`torch.set_num_threads({info['torch_threads']})`), transformers {info['transformers']}, "
-        f"Python {info['python']}; {info['date']}. Load average before the run: "
-        f"{', '.join(f'{x:.1f}' for x in info['load_before'])}; after: "
-        f"{', '.join(f'{x:.1f}' for x in info['load_after'])} (other jobs shared this machine).",
-        "",
-        "**Setup.** Default model (SmolLM2-135M-Instruct). The "
-        f"{len(results[0]['doc_tokens'])} XQuAD paragraphs closest to 300 tokens "
-        f"({', '.join(map(str, results[0]['doc_tokens']))} tokens), the first k of them plus one "
-        "XQuAD question in the default RAG layout (system prompt, `Documents:` header, paragraphs "
-        "separated by a blank line, question). Every cell is the median of "
-        f"{args.repeats} interleaved repeats (the order of the four ways rotates every repeat) of "
-        "the wall time of `EgtLM.answer(question, documents, max_new_tokens=1)`, i.e. planning, "
-        "building the cache, prefilling the live tail and producing the first token. "
-        "`AnswerResult.ttft_s` agrees with it within a few ms. "
-        "*warm*: the states in a RAM tier; *disk*: a fresh `DiskTier` over the files written at "
-        "indexing (the files are in the OS page cache, so this is read + checksum + decode, not a "
-        "disk seek); *int8*: the same with `DiskTier(int8=True)` (dequantised on load).",
-        "",
-        f"Threads: {info['torch_threads']}. "
-        + (
-            "On this shared 2-core machine two OpenMP threads stall at every barrier when another "
-            "job holds a core (a 1,500-token prefill took 9.2 s with 2 threads vs 2.0 s with 1 "
-            "under the same load), so the runs here use one."
-            if info["torch_threads"] == 1
-            else ""
-        ),
-        "",
-    ]
-    verdicts = []
-    for res in results:
-        w = res["wall_ms"]
-        ratio = w[f"full@{kmax}"] / w[f"warm@{kmax}"]
-        ok = ratio >= TARGET_RATIO
-        verdicts.append((res["dtype"], ratio, ok))
-        out += [
-            f"## {res['dtype']}"
-            + (" (the default model's auto dtype)" if res["requested"] == "auto" else ""),
-            "",
-            table(res, ks),
-            "",
-            f"Target: ≥ {TARGET_RATIO:.0f}× at k = {kmax} warm — **{'met' if ok else 'not met'}** "
-            f"({ratio:.1f}×).",
-            "",
-            f"Where the reuse time goes at k = {kmax} (means of a separate, shorter pass with the "
-            "build steps wrapped in timers, so its total differs from the median above):",
-            "",
-            breakdown_table(res),
-            "",
-            "Storage and load cost (the five paragraphs; load = one `store.get`, median):",
-            "",
-            storage_table(res),
-            "",
-        ]
-        same = res["first_token_same_as_full"]
-        diff = [key for key, v in same.items() if not v]
-        out += [
-            "First generated token equal to full prefill's: "
-            + ("all cells." if not diff else f"all but {', '.join(sorted(diff))}.")
-            + " (k = 1 is exact by construction; later paragraphs never attended to the ones "
-            "before them, so k > 1 may differ — see rag_quality.md for the effect on answers.)",
-            "",
-        ]
-    out += [
-        "![TTFT per k](rag_ttft.png)",
-        "",
-        "## Reading the numbers",
-        "",
-        "- Full prefill grows with the prompt (every token passes all 30 layers); reuse pays for the "
-        "live tokens only (the blank-line separators between paragraphs and the question with the "
-        "chat tail), plus fetching, re-rotating (RoPE) and concatenating the stored states. So the "
-        "ratio grows with k and with the paragraph length.",
-        "- Disk and int8 add the read + decode per document shown above; int8 also dequantises, and "
-        "stores about half the bytes of the 2-byte dtypes (a quarter of float32).",
-        "- Bytes per token: SmolLM2 keeps 30 layers × 2 × 3 KV heads × 64 = 11,520 numbers per token, "
-        "i.e. 23,040 bytes in bf16/fp16 and 46,080 in float32; int8 stores 11,520 bytes plus float32 "
-        "per-channel scales (46,080 bytes per entry), file headers and token ids.",
-        "",
-        "## Changes made while measuring",
-        "",
-        "Profiling `KVReuser.build` (the first measurements gave about 7–9× at k = 5 in bf16) "
-        "showed three wastes, now fixed in `egtlm_core/kv_reuse.py` and `egtlm_core/rope.py`:",
-        "",
-        "1. Each blank-line separator between paragraphs ran as its own forward pass: a full "
-        "30-layer pass over the whole cache for one token, about the cost of a decode step, four of "
-        "them at k = 5. All live tokens of a plan (separators, `recompute_tokens` heads) now go "
-        "through the model together in **one** forward, with a position-based mask (each live token "
-        "sees every token at or before its position — exactly what the one-by-one forwards "
-        "computed; float32 logits agree to 3e-5).",
-        "2. Every stored segment was appended with `DynamicCache.update`, which re-copies the "
-        "growing cache per layer per segment (quadratic in the number of documents). The stored "
-        "segments are now concatenated once per layer.",
-        "3. Re-rotation ran layer by layer (30 small calls per paragraph) and `rerotate_keys` "
-        "built three full-size float32 temporaries per call: 10–20 ms per paragraph in bf16 on "
-        "this VM. It now writes both halves into one output tensor (same formula, same float32 "
-        "math) and `build` rotates a paragraph's 30 layers in one call: about 1 ms.",
-        "",
-        "Before/after in one process (the previous `build` from commit 1c9a50d bound beside the "
-        "new one, 7 interleaved repeats, k = 5 warm, 1 thread, load average ~5): bf16 "
-        "7.1× → 12.0× (582 → 346 ms; a quieter run: 9.4× → 13.8×), float32 11.6× → 14.0× "
-        "(736 → 608 ms). The unit tests (block-attention reference, recompute, single-document "
-        "exactness) pass unchanged.",
-        "",
-        "What is left (breakdown above): the live tail (question + chat tail, ~30 tokens) has to "
-        "be prefilled over the whole cache, and the separators' one forward costs about a decode "
-        "step. Folding the separator into each stored paragraph (captured as paragraph + blank "
-        "line, the last one trimmed) would remove that forward (~25% of the warm TTFT at k = 5) at "
-        "the price of separators that no longer see the paragraphs before them; not done here.",
-        "",
-        "## Reproduce",
-        "",
-        "```",
-        ". .venv/bin/activate",
-        f"python benchmarks/rag_ttft.py --dtypes {' '.join(args.dtypes)} --repeats {args.repeats}"
-        + (f" --threads {args.threads}" if args.threads else ""),
-        "```",
-        "",
-        "Timings on shared machines are noisy: compare the ratios of one run, with the absolute "
-        "numbers beside them.",
-        "",
-    ]
-    path.write_text("\n".join(out), encoding="utf-8")
-    return "; ".join(f"{d}: {r:.1f}× ({'met' if ok else 'not met'})" for d, r, ok in verdicts)
+    text = page(results, info, args, table, small_tables, verdicts)
+    path.write_text(text, encoding="utf-8")
+    return "; ".join(
+        f"{r['dtype']}: {v[0]:.1f}× at k={TARGET_K}, worst warm/floor {v[1]:.2f}"
+        for r in results
+        for v in [verdicts(r, args.ks)]
+    )
+
+
+def load_report(start: tuple[int, int] | None, own_cpu_s: float, wall_s: float) -> dict[str, Any]:
+    """How busy the machine was during the run: all CPUs' busy share and the part other jobs took."""
+    end = _cpu_times()
+    cores = os.cpu_count() or 1
+    if start is None or end is None or end[1] == start[1]:
+        return {"cores": cores}
+    busy_cores = (end[0] - start[0]) / (end[1] - start[1]) * cores
+    own = own_cpu_s / wall_s if wall_s else 0.0
+    return {
+        "cores": cores,
+        "busy_cores": busy_cores,
+        "own_cores": own,
+        "others_cores": max(0.0, busy_cores - own),
+    }
 
 
 def main() -> None:
@@ -408,7 +339,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5])
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5, 10])
     parser.add_argument("--dtypes", nargs="+", default=["auto", "float32"])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--target-tokens", type=int, default=300)
@@ -420,13 +351,15 @@ def main() -> None:
     if args.render:
         saved = json.loads(args.render.read_text())
         for res in saved["results"]:
-            res["prompt_tokens"] = {int(k): v for k, v in res["prompt_tokens"].items()}
+            res["tokens"] = {int(k): v for k, v in res["tokens"].items()}
         plot(saved["results"], args.ks, args.out / "rag_ttft.png")
         print(write_markdown(saved["results"], saved["machine"], args, args.out / "rag_ttft.md"))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine_facts(torch.get_num_threads())
+    info["flags"] = cpu_flags_of_interest()
+    print(f"CPU: {info['cpu']}; flags: {' '.join(info['flags']) or 'n/a'}; threads: {info['torch_threads']}")
 
     paragraphs = xquad_paragraphs(args.data)
     tok = EgtLM().tokenizer
@@ -438,21 +371,20 @@ def main() -> None:
     question = paragraphs[chosen[0]]["qas"][0]["question"]
     print(f"paragraph tokens: {[lengths[i] for i in chosen]}; question: {question!r}")
 
+    cpu_start, wall_start, own_start = _cpu_times(), time.perf_counter(), time.process_time()
     results = []
     for dtype in args.dtypes:
-        res = run_dtype(dtype, docs, question, args.ks, args.repeats)
+        res = run_dtype(dtype, docs, question, args)
         results.append(res)
-        print(f"\n{res['dtype']}:")
-        print(table(res, args.ks))
-        print(breakdown_table(res))
-        print(storage_table(res))
+        print(f"\n{res['dtype']}:\n{table(res, args.ks)}\n{small_tables(res)}\n{verdicts(res, args.ks)[2]}")
     info["load_after"] = os.getloadavg()
+    info["load"] = load_report(cpu_start, time.process_time() - own_start, time.perf_counter() - wall_start)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, args.ks, args.out / "rag_ttft.png")
     verdict = write_markdown(results, info, args, args.out / "rag_ttft.md")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=1))
-    print(f"\nk={max(args.ks)} warm ratio: {verdict}. Wrote {args.out / 'rag_ttft.md'}")
+    print(f"\n{verdict}. Wrote {args.out / 'rag_ttft.md'}")
 
 
 if __name__ == "__main__":
