@@ -179,7 +179,7 @@ def write_markdown(res: dict[str, Any], path: Path) -> str:
         for label, m in res["models"].items()
     )
     shown = {k: " ".join(map(str, v)) if isinstance(v, list) else v for k, v in a.items()}
-    skip = ("json", "out", "render", "data_dir")
+    skip = ("json", "out", "render", "data_dir", "resume")
     cmd = "python benchmarks/quality.py" + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in shown.items() if v is not None and k not in skip
     )
@@ -194,6 +194,17 @@ def write_markdown(res: dict[str, Any], path: Path) -> str:
         "",
         subset_note(a),
         "",
+        *(
+            [
+                "Results kept from earlier runs of the same code and settings (`--resume`, each an "
+                "`egtlm eval --json` file or this benchmark's own): "
+                + ", ".join(f"`{r}`" for r in a["resume"])
+                + ". Every task states its own wall time below.",
+                "",
+            ]
+            if a.get("resume")
+            else []
+        ),
         markdown_table(headers, result_rows(res)),
         "",
         "![base vs trained](quality.png)",
@@ -232,20 +243,55 @@ def write_markdown(res: dict[str, Any], path: Path) -> str:
     return "\n".join(lines)
 
 
+def merge_previous(
+    done: dict[str, Any], spec: str, args: argparse.Namespace, sources: dict[str, str]
+) -> None:
+    """Add finished results from `spec`: a --json file of this benchmark, or `LABEL=FILE` with the
+    --json output of `egtlm eval` (the same `run_eval` code) for that model. The settings that
+    change a number must match this run's, or it stops."""
+    label, _, name = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    previous = json.loads(Path(name).read_text(encoding="utf-8"))
+    if "labels" in previous:  # this benchmark's own file
+        for key in ("base", "trained", "limit", "scifact_docs", "rag_questions", "sts_sides", "seed"):
+            if previous["args"].get(key) != getattr(args, key):
+                raise SystemExit(f"--resume {name}: {key} was {previous['args'].get(key)!r} there")
+        for task, by_label in previous["tasks"].items():
+            done.setdefault(task, {}).update(by_label)
+        return
+    if label not in sources:
+        raise SystemExit(f"--resume {spec}: an `egtlm eval` file needs one of {sorted(sources)}=FILE")
+    if previous["model"] != sources[label]:
+        raise SystemExit(f"--resume {spec}: evaluated {previous['model']}, {label} is {sources[label]}")
+    opts = previous["options"]
+    for task, result in previous["tasks"].items():
+        limit = args.rag_questions if task == "rag" else args.limit
+        want = {
+            "limit": None if task == "rag" and limit == 100 else limit,
+            "seed": args.seed,
+            "split": "test",
+        }
+        if task == "scifact":
+            want["scifact_documents"] = args.scifact_docs
+        if task in ("sts", "zh_sts"):
+            want["sts_sides"] = list(args.sts_sides)
+        if task == "rag":
+            want["max_new_tokens"] = EvalOptions().max_new_tokens
+        bad = {k: opts.get(k) for k, v in want.items() if opts.get(k) != v}
+        if bad:
+            raise SystemExit(f"--resume {spec}: {task} was run with {bad}, this run wants {want}")
+        done.setdefault(task, {})[label] = result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load the models, evaluate every task (saving after each result with --json), return all."""
     torch.set_num_threads(args.threads)
     machine = machine_info()
     start = time.perf_counter()
     names = {"base": args.base, **({"trained": args.trained} if args.trained else {})}
-    done: dict[str, Any] = {}
-    if args.resume:
-        previous = json.loads(args.resume.read_text(encoding="utf-8"))
-        for key in ("base", "trained", "limit", "scifact_docs", "rag_questions", "sts_sides", "seed"):
-            if previous["args"].get(key) != getattr(args, key):
-                raise SystemExit(f"--resume {args.resume}: {key} was {previous['args'].get(key)!r} there")
-        done = previous["tasks"]
     loaded = {label: load(name) for label, name in names.items()}
+    done: dict[str, Any] = {}
+    for spec in args.resume:
+        merge_previous(done, spec, args, {label: m.source.cache_id() for label, (m, _) in loaded.items()})
     res: dict[str, Any] = {
         "labels": list(loaded),
         "models": {
@@ -289,9 +335,11 @@ def main() -> None:
     parser.add_argument("--render", type=Path, default=None, help="only rewrite the page from a --json file")
     parser.add_argument(
         "--resume",
-        type=Path,
-        default=None,
-        help="keep the finished results of a --json file of the same setup",
+        action="append",
+        default=[],
+        metavar="[LABEL=]FILE",
+        help="keep finished results: this benchmark's --json file, or base=FILE / trained=FILE with the "
+        "--json of `egtlm eval` for that model (same settings required)",
     )
     args = parser.parse_args()
     res = json.loads(args.render.read_text(encoding="utf-8")) if args.render else run(args)
