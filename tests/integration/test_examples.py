@@ -55,3 +55,14 @@ def test_chroma_prototype_example(tmp_path):
     reused = [int(line.split("reused ")[1].split()[0]) for line in out.splitlines() if "(again)" in line]
     assert len(reused) == 2 and all(n > 0 for n in reused)
     assert "Models in memory: 1" in out
+
+
+def test_llamaindex_query_engine_example(tmp_path):
+    out = run_example("llamaindex_query_engine.py", tmp_path=tmp_path)
+    assert "Indexed 4 documents in Chroma; stored their KV states (4 entries)" in out
+    reports = [line for line in out.splitlines() if line.strip().startswith("reused ")]
+    reused = [int(line.split("reused ")[1].split()[0]) for line in reports]
+    assert len(reused) == 5 and reused[1] == reused[3] == 0  # full prefill reuses nothing
+    assert all(reused[i] > 0 for i in (0, 2, 4)) and all("exact slots 1" in reports[i] for i in (0, 2, 4))
+    assert "Eiffel Tower" in out.split("'How tall is the Eiffel Tower?'")[1].split("full prefill")[0]
+    assert "Models in memory: 1" in out
