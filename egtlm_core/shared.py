@@ -120,6 +120,8 @@ def display_name(model: EgtLM | str | os.PathLike | None) -> str:
         source = model.source
         if source.kind == "default":
             return DEFAULT_MODEL_NAME
+        if source.kind == "peft" and source.base is not None and source.base.kind == "default":
+            return f"{DEFAULT_MODEL_NAME}+{Path(source.path).name}"  # e.g. the packaged trained adapter
         if source.kind == "hub":
             return source.path
         return source.gguf_file or Path(source.path).name

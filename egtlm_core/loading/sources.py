@@ -16,6 +16,8 @@ from typing import Any, Literal
 from .default_model import ensure_default_model
 from .fingerprint import fingerprint
 
+PACKAGED_ADAPTER = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-grit"
+BASE_MODEL_NAMES = ("egtlm:base", "SmolLM2-135M-Instruct")  # the untrained default, by name
 DEFAULT_BASE = "egtlm:default"  # an adapter's base_model_name_or_path meaning the packaged default
 SETTINGS_FILE = "egtlm_config.json"  # EgtLM settings saved beside trained weights
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -40,6 +42,14 @@ class ModelSource:
         return cid + (f"+{self.base.cache_id()}" if self.base is not None else "")
 
 
+def default_source(cache_dir: str | os.PathLike | None = None) -> ModelSource:
+    """What `EgtLM()` loads: the base with the packaged adapter (if shipped), else the base."""
+    base = ModelSource("default", str(ensure_default_model(cache_dir)))
+    if (PACKAGED_ADAPTER / "adapter_config.json").is_file() and not os.environ.get("EGTLM_BASE_DEFAULT"):
+        return ModelSource("peft", str(PACKAGED_ADAPTER), base=base)
+    return base
+
+
 def _looks_like_hub_id(s: str) -> bool:
     return bool(_HUB_ID.match(s)) and ".." not in s and not s.endswith(".gguf")
 
@@ -52,11 +62,15 @@ def resolve_source(
 ) -> ModelSource:
     """Classify `name_or_path`; None means the packaged default (converted on first use, ~20 s once).
 
-    `base` overrides the base model named in an adapter's adapter_config.json.
+    The packaged default is SmolLM2-135M-Instruct with egtlm's trained adapter when the package ships
+    one (`egtlm_core/adapters/`); `BASE_MODEL_NAMES` name the untrained base. `base` overrides the
+    base model named in an adapter's adapter_config.json.
     """
     if name_or_path is None:
-        return ModelSource("default", str(ensure_default_model(cache_dir)))
+        return default_source(cache_dir)
     text = os.fspath(name_or_path)
+    if text in BASE_MODEL_NAMES:
+        return ModelSource("default", str(ensure_default_model(cache_dir)))
     p = Path(text).expanduser()
     if p.is_dir():
         p = p.resolve()
@@ -91,8 +105,8 @@ def _resolve_adapter_base(
         base = cfg.get("base_model_name_or_path")
         if not base:
             raise ValueError(f"Adapter '{adapter}' does not name its base model; pass base='path/or/hub-id'.")
-        if base == DEFAULT_BASE:  # trained on the packaged default: portable across machines
-            return resolve_source(None, cache_dir=cache_dir)
+        if base == DEFAULT_BASE:  # trained on the packaged default model: portable across machines
+            return ModelSource("default", str(ensure_default_model(cache_dir)))
         if not Path(base).expanduser().exists() and (adapter / base).exists():
             base = str(adapter / base)  # a base path saved relative to the adapter
     return resolve_source(base, cache_dir=cache_dir)

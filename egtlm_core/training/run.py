@@ -149,9 +149,10 @@ def train(plan: TrainConfig) -> TrainResult:
         callbacks=[DevSelection()],
     )
     try:
-        evaluate(0)
         resume = any((out / "checkpoints").glob("checkpoint-*"))
         trainer.train(resume_from_checkpoint=True if resume else None)
+        if not (out / "best").is_dir():  # no evaluation ran (max_steps < eval_steps): the last step
+            save_trained(lm, model, plan, out / "best")
     finally:  # LoRA was injected into the process-wide model: take it out again
         if hasattr(model, "unload"):
             model.unload()

@@ -1,0 +1,64 @@
+"""Copy a trained run's adapter into the package (egtlm_core/adapters/) and plot its training curve.
+
+    python scripts/ship_adapter.py runs/default_grit [--name smollm2-grit]
+
+Only the adapter files travel (~10 MB: LoRA factors stored in float16): adapter_config.json (base "egtlm:default"),
+adapter_model.safetensors, egtlm_config.json, training_log.json. The curve goes to
+docs/benchmarks/training_curve.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ("adapter_config.json", "adapter_model.safetensors", "egtlm_config.json", "training_log.json")
+
+
+def plot(history: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loss = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    dev = [(h["step"], h["stsb_dev"]) for h in history if "stsb_dev" in h]
+    fig, left = plt.subplots(figsize=(7, 3.6))
+    left.plot(*zip(*loss, strict=True), color="tab:blue", label="training loss (mixed)")
+    left.set_xlabel("step")
+    left.set_ylabel("loss", color="tab:blue")
+    right = left.twinx()
+    right.plot(*zip(*dev, strict=True), "o-", color="tab:red", label="STS-B dev Spearman")
+    right.set_ylabel("STS-B dev Spearman", color="tab:red")
+    fig.suptitle("Default adapter: SmolLM2-135M-Instruct + LoRA r16, GRIT mix, CPU")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="the training output_dir")
+    parser.add_argument("--name", default="smollm2-grit", help="folder under egtlm_core/adapters/")
+    args = parser.parse_args()
+    target = ROOT / "egtlm_core" / "adapters" / args.name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        shutil.copy2(args.run / name, target / name)
+    # LoRA factors in float16 halve the package's share (merging them into bf16/fp32 weights at load
+    # loses nothing measurable: the merged product is rounded to the model's dtype anyway).
+    from safetensors.torch import load_file, save_file
+
+    weights = target / "adapter_model.safetensors"
+    tensors = {k: v.half() for k, v in load_file(weights).items()}
+    save_file(tensors, weights, metadata={"format": "pt"})
+    history = json.loads((args.run / "training_log.json").read_text(encoding="utf-8"))
+    plot(history, ROOT / "docs" / "benchmarks" / "training_curve.png")
+    size = sum(p.stat().st_size for p in target.iterdir())
+    print(f"shipped {target.relative_to(ROOT)} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
