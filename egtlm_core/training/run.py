@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,48 @@ from .trainer import (
 )
 
 logger = logging.getLogger(__name__)
+SELECTION_FILE = "selection.json"  # best dev step and history, beside the checkpoints
+
+
+@dataclass
+class Selection:
+    """Dev-set selection kept on disk after every record, so a resumed run keeps its best step (and
+    does not overwrite `best/` with a worse one) and its whole history."""
+
+    path: Path
+    best_step: int = 0
+    best_stsb_dev: float = -math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def resume(cls, out: Path, checkpoint_step: int | None) -> Selection:
+        """A fresh selection, or the saved one up to the checkpoint being resumed from."""
+        path = out / SELECTION_FILE
+        if checkpoint_step is None or not path.is_file():
+            return cls(path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        history = [h for h in data["history"] if h["step"] <= checkpoint_step]  # later steps are redone
+        return cls(path, int(data["best_step"]), float(data["best_stsb_dev"]), history)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        self.path.write_text(json.dumps(self.__dict__, default=str, indent=1), encoding="utf-8")
+
+    def improves(self, step: int, score: float) -> bool:
+        if score <= self.best_stsb_dev:
+            return False
+        self.best_step, self.best_stsb_dev = step, score
+        return True
+
+
+def last_checkpoint(folder: Path) -> int | None:
+    """The step of the newest `checkpoint-N` in `folder`, or None."""
+    steps = [
+        int(m.group(1))
+        for p in folder.glob("checkpoint-*")
+        if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    ]
+    return max(steps) if steps else None
 
 
 def _wrap(lm: EgtLM, plan: TrainConfig) -> Any:
@@ -94,17 +138,16 @@ def train(plan: TrainConfig) -> TrainResult:
     model = _wrap(lm, plan)
     unified = UnifiedTrainer(lm, model, plan)
     dev = subsample(read_stsb("dev"), plan.eval_pairs, seed=plan.seed)
-    history: list[dict[str, Any]] = []
-    best = {"step": 0, "stsb_dev": -math.inf}
+    checkpoint = last_checkpoint(out / "checkpoints")
+    selection = Selection.resume(out, checkpoint)
 
     def evaluate(step: int) -> None:
         model.eval()
         score = sts_dev(lm, dev)
         model.train()
-        history.append({"step": step, "stsb_dev": score})
+        selection.record({"step": step, "stsb_dev": score})
         logger.info("step %d: STS-B dev Spearman %.4f", step, score)
-        if score > best["stsb_dev"]:
-            best.update(step=step, stsb_dev=score)
+        if selection.improves(step, score):
             save_trained(lm, model, plan, out / "best")
 
     class DevSelection(TrainerCallback):  # type: ignore[misc, valid-type]
@@ -114,7 +157,7 @@ def train(plan: TrainConfig) -> TrainResult:
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             if logs and "loss" in logs:
-                history.append({"step": state.global_step, "loss": float(logs["loss"])})
+                selection.record({"step": state.global_step, "loss": float(logs["loss"])})
 
     class _Trainer(Trainer):  # type: ignore[misc, valid-type]
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
@@ -149,8 +192,7 @@ def train(plan: TrainConfig) -> TrainResult:
         callbacks=[DevSelection()],
     )
     try:
-        resume = any((out / "checkpoints").glob("checkpoint-*"))
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        trainer.train(resume_from_checkpoint=True if checkpoint is not None else None)
         if not (out / "best").is_dir():  # no evaluation ran (max_steps < eval_steps): the last step
             save_trained(lm, model, plan, out / "best")
     finally:  # LoRA was injected into the process-wide model: take it out again
@@ -158,5 +200,6 @@ def train(plan: TrainConfig) -> TrainResult:
             model.unload()
     for item in (out / "best").iterdir():  # the selected step becomes the output
         shutil.copy2(item, out / item.name)
+    history = selection.history
     (out / "training_log.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
-    return TrainResult(str(out), int(best["step"]), float(best["stsb_dev"]), history)
+    return TrainResult(str(out), selection.best_step, selection.best_stsb_dev, history)

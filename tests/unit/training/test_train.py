@@ -148,7 +148,27 @@ def test_train_writes_a_loadable_model_and_resumes(
     assert (out / "checkpoints" / "checkpoint-4").is_dir()
     again = train(_plan(tmp_path, tiny_llama_dir, sources=sources, max_steps=6, eval_steps=2, batch_size=3))
     assert (out / "checkpoints" / "checkpoint-6").is_dir()
-    assert [h["step"] for h in again.history if "loss" in h] == [5, 6]  # resumed after step 4
+    assert [h["step"] for h in again.history if "loss" in h] == [1, 2, 3, 4, 5, 6]  # resumed after step 4
+    assert again.best_stsb_dev >= result.best_stsb_dev  # the first run's best survives the resume
+
+
+def test_selection_resumes_from_the_checkpoint_step(tmp_path: Path) -> None:
+    from egtlm_core.training.run import Selection, last_checkpoint
+
+    first = Selection.resume(tmp_path, None)
+    for step, score in ((2, 0.5), (4, 0.7), (6, 0.6)):
+        first.record({"step": step, "loss": 1.0 / step})
+        first.record({"step": step, "stsb_dev": score})
+        first.improves(step, score)
+    assert (first.best_step, first.best_stsb_dev) == (4, 0.7)
+    for name in ("checkpoint-2", "checkpoint-4", "checkpoint-x"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    assert last_checkpoint(tmp_path / "checkpoints") == 4
+    again = Selection.resume(tmp_path, 4)  # steps after the checkpoint are trained again
+    assert [h["step"] for h in again.history] == [2, 2, 4, 4]
+    assert (again.best_step, again.best_stsb_dev) == (4, 0.7)
+    assert not again.improves(6, 0.65) and again.improves(6, 0.8)
+    assert Selection.resume(tmp_path, None).history == []  # a fresh run starts over
 
 
 def test_model_null_trains_the_untrained_default(
