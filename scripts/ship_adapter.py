@@ -2,8 +2,8 @@
 
     python scripts/ship_adapter.py runs/default_grit [--name smollm2-grit]
 
-Only the adapter files travel (~10 MB: LoRA factors stored in float16): adapter_config.json (base "egtlm:default"),
-adapter_model.safetensors, egtlm_config.json, training_log.json. The curve goes to
+Only the adapter files travel (~10 MB: LoRA factors stored in float16): adapter_config.json
+(base "egtlm:default"), adapter_model.safetensors, egtlm_config.json, training_log.json. The curve goes to
 docs/benchmarks/training_curve.png.
 """
 
@@ -39,7 +39,9 @@ def plot(history: list[dict], out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run", type=Path, help="the training output_dir")
     parser.add_argument("--name", default="smollm2-grit", help="folder under egtlm_core/adapters/")
     args = parser.parse_args()
