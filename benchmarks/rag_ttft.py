@@ -88,6 +88,27 @@ class Timer:
             delattr(self.obj, name)  # the instance attribute shadowed the class method
 
 
+class LiveForwardClock:
+    """Times the one live forward inside an answer (wall and this thread's CPU time)."""
+
+    def __init__(self, reuser: Any):
+        self.reuser, self.wall, self.cpu = reuser, 0.0, 0.0
+        forward = reuser._forward_live
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                self.wall += time.perf_counter() - start
+                self.cpu += time.thread_time() - cpu
+
+        reuser._forward_live = timed
+
+    def restore(self) -> None:
+        del self.reuser._forward_live
+
+
 # --- the measurement -------------------------------------------------------------------------------
 def make_engines(m: EgtLM, plan: Any, tmp: Path) -> dict[str, SharedCacheRAG]:
     warm = SharedCacheRAG(m._loaded, m, store=MemoryTier(max_bytes=4 << 30))
@@ -131,19 +152,27 @@ def two_pass_once(engine: SharedCacheRAG, m: EgtLM, question: str, docs: list[st
 
 
 def measure(m: EgtLM, engines: dict[str, SharedCacheRAG], question: str, docs: list[str], args: Any) -> dict:
+    paired: dict[int, list[tuple[float, float]]] = defaultdict(list)  # per warm call: wall, CPU ratio
+
     def once(cond: str, k: int) -> tuple[float, Any]:
         engine = engines["warm" if cond in ("full", "floor", "two-pass") else cond]
         if cond == "floor":
             return floor_once(engine, m, question, docs[:k]), None
         if cond == "two-pass":
             return two_pass_once(engine, m, question, docs[:k]), None
-        start = time.perf_counter()
+        inner = LiveForwardClock(engine.reuser) if cond == "warm" else None
+        start, cpu = time.perf_counter(), time.thread_time()
         r = engine.answer(question, documents=docs[:k], reuse_cache=cond != "full", max_new_tokens=1)
-        return time.perf_counter() - start, r
+        wall_s, cpu_s = time.perf_counter() - start, time.thread_time() - cpu
+        if inner is not None:  # the same call's own forward: a floor paired with its answer
+            inner.restore()
+            paired[k].append((wall_s / inner.wall, cpu_s / inner.cpu))
+        return wall_s, r
 
     for k in args.ks:  # warm-up: first calls pay for kernel selection and allocation
         for cond in CONDITIONS:
             once(cond, k)
+    paired.clear()
     wall: dict[str, list[float]] = defaultdict(list)
     first: dict[str, str] = {}
     tokens: dict[int, dict[str, int]] = {}
@@ -163,6 +192,13 @@ def measure(m: EgtLM, engines: dict[str, SharedCacheRAG], question: str, docs: l
         "wall_ms": {key: median_ms(v) for key, v in wall.items()},
         "wall_all_ms": {key: [x * 1e3 for x in v] for key, v in wall.items()},
         "tokens": tokens,
+        "in_call_ratio": {
+            str(k): {
+                "wall": statistics.median(w for w, _ in v),
+                "cpu": statistics.median(c for _, c in v),
+            }
+            for k, v in paired.items()
+        },
         "first_token_same_as_full": {
             key: text == first[f"full@{key.split('@')[1]}"] for key, text in first.items()
         },
@@ -261,16 +297,18 @@ def table(res: dict[str, Any], ks: list[int]) -> str:
     w = res["wall_ms"]
     lines = [
         "| k | prompt tokens | live tokens | full prefill ms | warm ms | disk ms | int8 ms | floor ms "
-        "| two-pass ms | full/warm | full/disk | full/int8 | warm/floor | full/two-pass |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| two-pass ms | full/warm | full/disk | full/int8 | warm/floor | in-call wall | in-call CPU "
+        "| full/two-pass |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in ks:
         f, r, fl, old = w[f"full@{k}"], w[f"warm@{k}"], w[f"floor@{k}"], w[f"two-pass@{k}"]
-        t = res["tokens"][k]
+        t, paired = res["tokens"][k], res["in_call_ratio"][str(k)]
         lines.append(
             f"| {k} | {t['prompt']} | {t['live']} | {f:.0f} | {r:.0f} | {w[f'disk@{k}']:.0f} "
             f"| {w[f'int8@{k}']:.0f} | {fl:.0f} | {old:.0f} | **{f / r:.1f}×** | {f / w[f'disk@{k}']:.1f}× "
-            f"| {f / w[f'int8@{k}']:.1f}× | **{r / fl:.2f}** | {f / old:.1f}× |"
+            f"| {f / w[f'int8@{k}']:.1f}× | **{r / fl:.2f}** | {paired['wall']:.2f} | {paired['cpu']:.2f} "
+            f"| {f / old:.1f}× |"
         )
     return "\n".join(lines)
 
@@ -300,10 +338,15 @@ def verdicts(res: dict[str, Any], ks: list[int]) -> tuple[float, float, str]:
     k = TARGET_K if TARGET_K in ks else max(ks)
     ratio, floor = w[f"full@{k}"] / w[f"warm@{k}"], max(w[f"warm@{j}"] / w[f"floor@{j}"] for j in ks)
     ok = ratio >= TARGET_RATIO, floor <= TARGET_FLOOR
+    paired = res.get("in_call_ratio", {})
+    wall_in = max((v["wall"] for v in paired.values()), default=float("nan"))
+    cpu_in = max((v["cpu"] for v in paired.values()), default=float("nan"))
     text = (
         f"Targets: ≥ {TARGET_RATIO:.0f}× at k = {k} warm — **{'met' if ok[0] else 'not met'}** "
         f"({ratio:.1f}×); reuse ≤ {TARGET_FLOOR}× the floor at every k — "
-        f"**{'met' if ok[1] else 'not met'}** (worst {floor:.2f}×)."
+        f"**{'met' if ok[1] else 'not met'}** by the separately timed floor (worst median ratio "
+        f"{floor:.2f}×); paired with each answer's own forward the worst k gives {wall_in:.2f}× in wall "
+        f"time and {cpu_in:.2f}× in this thread's CPU time."
     )
     return ratio, floor, text
 

@@ -97,7 +97,12 @@ def page(
         "tier; *disk*: a fresh `DiskTier` over the files written at indexing (in the OS page cache, "
         "so read + checksum + decode); *int8*: the same with `DiskTier(int8=True)`. *floor*: one bare "
         "forward of the same live tokens (separators + question + chat tail) over the same spliced "
-        "cache, nothing else timed — the least any reuse path can take. *two-pass*: the reuse path "
+        "cache, nothing else timed — the least any reuse path can take; warm/floor is the ratio of "
+        "the medians. Because the two are timed at different moments of a busy machine, the table "
+        "also pairs each warm answer with its own live forward (*in-call*: the answer's time over "
+        "that forward's, median per k; in wall time, and in this thread's CPU time, which the other "
+        "jobs' preemption does not inflate — the whole reuse path runs in the caller's thread). "
+        "*two-pass*: the reuse path "
         "before this change (a forward over the separators in `build`, then `generate` over the "
         "question), measured in the same run.",
         "",
