@@ -198,7 +198,9 @@ def write_markdown(res: dict[str, Any], path: Path) -> str:
             [
                 "Results kept from earlier runs of the same code and settings (`--resume`, each an "
                 "`egtlm eval --json` file or this benchmark's own): "
-                + ", ".join(f"`{r}`" for r in a["resume"])
+                + "; ".join(
+                    f"`{r}`" + (f" from `{cmd}`" if cmd else "") for r, cmd in res.get("resumed", {}).items()
+                )
                 + ". Every task states its own wall time below.",
                 "",
             ]
@@ -248,7 +250,7 @@ def merge_previous(
 ) -> None:
     """Add finished results from `spec`: a --json file of this benchmark, or `LABEL=FILE` with the
     --json output of `egtlm eval` (the same `run_eval` code) for that model. The settings that
-    change a number must match this run's, or it stops."""
+    change a number must match this run's, or it stops. Returns the command that made the file."""
     label, _, name = spec.rpartition("=") if "=" in spec else ("", "", spec)
     previous = json.loads(Path(name).read_text(encoding="utf-8"))
     if "labels" in previous:  # this benchmark's own file
@@ -257,7 +259,7 @@ def merge_previous(
                 raise SystemExit(f"--resume {name}: {key} was {previous['args'].get(key)!r} there")
         for task, by_label in previous["tasks"].items():
             done.setdefault(task, {}).update(by_label)
-        return
+        return None
     if label not in sources:
         raise SystemExit(f"--resume {spec}: an `egtlm eval` file needs one of {sorted(sources)}=FILE")
     if previous["model"] != sources[label]:
@@ -280,6 +282,7 @@ def merge_previous(
         if bad:
             raise SystemExit(f"--resume {spec}: {task} was run with {bad}, this run wants {want}")
         done.setdefault(task, {})[label] = result
+    return previous.get("command")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -290,8 +293,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = {"base": args.base, **({"trained": args.trained} if args.trained else {})}
     loaded = {label: load(name) for label, name in names.items()}
     done: dict[str, Any] = {}
-    for spec in args.resume:
-        merge_previous(done, spec, args, {label: m.source.cache_id() for label, (m, _) in loaded.items()})
+    sources = {label: m.source.cache_id() for label, (m, _) in loaded.items()}
+    resumed = {spec: merge_previous(done, spec, args, sources) for spec in args.resume}
     res: dict[str, Any] = {
         "labels": list(loaded),
         "models": {
@@ -301,6 +304,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": machine,
         "threads": args.threads,
+        "resumed": resumed,
     }
 
     def save(tasks: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -112,7 +114,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model, args.task, options, on_result=lambda t, r: logger.info("%s done: %s", t, r.get("wall_s"))
     )
     results.update(
-        load_s=load_s, dtype=str(model.dtype).removeprefix("torch."), threads=torch.get_num_threads()
+        load_s=load_s,
+        dtype=str(model.dtype).removeprefix("torch."),
+        threads=torch.get_num_threads(),
+        command=" ".join(["egtlm", *map(shlex.quote, sys.argv[1:])]),
     )
     print(format_table(results))
     if args.json is not None:
