@@ -276,6 +276,62 @@ def read_scifact_train(root: str | os.PathLike[str] | None = None) -> list[Tripl
     return out
 
 
+def _covid_passage(context: str, start: int) -> str:
+    """The paragraph of a (paper-long) COVID-QA context that holds the answer."""
+    lo = context.rfind("\n", 0, start) + 1
+    hi = context.find("\n", start)
+    return context[lo : hi if hi != -1 else len(context)].strip()
+
+
+def read_covid_qa(root: str | os.PathLike[str] | None = None) -> list[Triplet]:
+    """COVID-QA (SQuAD format over CORD-19 papers): question -> the paragraph with its answer, Apache-2.0."""
+    path = _train(root) / "covid-qa" / "200423_covidQA.json"
+    out = []
+    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                if not qa.get("answers"):
+                    raise DataError(path, None, f"question {qa.get('id')!r} has no answer.")
+                passage = _covid_passage(paragraph["context"], int(qa["answers"][0]["answer_start"]))
+                if passage:
+                    out.append(Triplet(qa["question"], passage))
+    return out
+
+
+def _tsv_triples(path: Path) -> list[tuple[str, str, str]]:
+    """`text1<TAB>text2<TAB>label` lines (the CNSD copies); a line with another shape is an error."""
+    rows = []
+    for number, line in enumerate(_lines(path), 1):
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise DataError(path, number, f"expected 3 tab-separated fields, got {len(fields)}.")
+        rows.append((fields[0].strip(), fields[1].strip(), fields[2].strip()))
+    return rows
+
+
+ZH_NLI_SPLITS = {"snli": ("dev", "test"), "mnli": ("dev",)}  # zh-MNLI's test.txt has no labels
+
+
+def read_zh_nli(root: str | os.PathLike[str] | None = None, name: str = "snli") -> list[Triplet]:
+    """Chinese SNLI / MNLI (CNSD translations, labelled splits): research use only, not to ship."""
+    base = _train(root) / f"zh-{name}-cnsd"
+    return nli_triplets([t for split in ZH_NLI_SPLITS[name] for t in _tsv_triples(base / f"{split}.txt")])
+
+
+def read_zh_stsb_pairs(root: str | os.PathLike[str] | None = None) -> list[ScoredPairRow]:
+    """Chinese STS-B *train* pairs (research use only); the test split is evaluation-only."""
+    from ..evaluation.datasets import read_zh_stsb
+
+    return [ScoredPairRow(p.text1, p.text2, p.score) for p in read_zh_stsb("train", root)]
+
+
+def read_zh_retrieval(root: str | os.PathLike[str] | None = None) -> list[Row]:
+    """2,701 Chinese {query, pos, neg} rows (research use only). Their texts are Chinese STS-B train
+    sentences, a few hundred of which also occur in its test split: a zh STS-B test score after
+    training on them is not clean."""
+    return read_jsonl(data_dir(root) / "zh_retrieval_train" / "bge_finetune_data.jsonl")
+
+
 READERS = {
     "snli": read_snli,
     "mnli": read_mnli,
@@ -285,6 +341,11 @@ READERS = {
     "nq_rag": read_nq_rag,
     "pubmedqa": read_pubmedqa,
     "scifact": read_scifact_train,
+    "covid_qa": read_covid_qa,
+    "zh_snli": read_zh_nli,
+    "zh_mnli": lambda root=None: read_zh_nli(root, "mnli"),
+    "zh_stsb": read_zh_stsb_pairs,
+    "zh_retrieval": read_zh_retrieval,
 }
 
 

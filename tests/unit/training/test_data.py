@@ -83,3 +83,38 @@ def test_stsb_test_split_is_refused(data_root: Path) -> None:
 def test_unknown_source_lists_the_names() -> None:
     with pytest.raises(ValueError, match="snli"):
         load_source("nope")
+
+
+def test_zh_nli_reader_reports_a_malformed_line(tmp_path: Path) -> None:
+    from egtlm_core.training.data import read_zh_nli
+
+    folder = tmp_path / "train" / "zh-mnli-cnsd"
+    folder.mkdir(parents=True)
+    lines = ["一个人在跑。\t有人在动。\tentailment", "一个人在跑。\t没有人动。\tcontradiction"]
+    _write(folder / "dev.txt", lines)
+    assert read_zh_nli(tmp_path, "mnli") == [
+        Triplet("一个人在跑。", "有人在动。", ("没有人动。",), symmetric=True)
+    ]
+    _write(folder / "dev.txt", [*lines, "只有两列\t没有标签"])
+    with pytest.raises(DataError, match="expected 3 tab-separated fields") as info:
+        read_zh_nli(tmp_path, "mnli")
+    assert info.value.line == 3
+
+
+def test_covid_qa_takes_the_paragraph_of_the_answer(tmp_path: Path) -> None:
+    from egtlm_core.training.data import read_covid_qa
+
+    context = "Title of the paper\nIntro about viruses.\nThe incubation period is 5 days on average.\nRefs"
+    start = context.index("5 days")
+    qa = {
+        "question": "How long is the incubation?",
+        "id": 1,
+        "answers": [{"text": "5", "answer_start": start}],
+    }
+    data = {"data": [{"paragraphs": [{"context": context, "qas": [qa]}]}]}
+    folder = tmp_path / "train" / "covid-qa"
+    folder.mkdir(parents=True)
+    (folder / "200423_covidQA.json").write_text(json.dumps(data), encoding="utf-8")
+    assert read_covid_qa(tmp_path) == [
+        Triplet("How long is the incubation?", "The incubation period is 5 days on average.")
+    ]
