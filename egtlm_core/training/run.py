@@ -157,7 +157,8 @@ def train(plan: TrainConfig) -> TrainResult:
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             if logs and "loss" in logs:
-                selection.record({"step": state.global_step, "loss": float(logs["loss"])})
+                entry = {"step": state.global_step, "loss": float(logs["loss"])}
+                selection.record({**entry, **unified.drain()})
 
     class _Trainer(Trainer):  # type: ignore[misc, valid-type]
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:

@@ -70,9 +70,24 @@ class UnifiedTrainer:
 
     def __init__(self, lm: EgtLM, model: Any, plan: TrainConfig):
         self.lm, self.model, self.plan = lm, model, plan
+        self.recent: dict[str, list[float]] = {}  # per-source losses since the last `drain`
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        kind, rows = batch["loss"], batch["rows"]
+        """The loss of one single-source batch, also kept per source for the log."""
+        value = self._loss(batch["loss"], batch["rows"])
+        index = batch.get("source")
+        name = self.plan.sources[index].name if index is not None else batch["loss"]
+        self.recent.setdefault(Path(name).stem, []).append(float(value.detach()))
+        return value
+
+    def drain(self) -> dict[str, float]:
+        """Mean loss per source since the last call (`loss/<source>`): with one source per step the
+        mixed loss jumps between tasks, so the curve is only readable per source."""
+        means = {f"loss/{k}": sum(v) / len(v) for k, v in self.recent.items() if v}
+        self.recent.clear()
+        return means
+
+    def _loss(self, kind: str, rows: list[Any]) -> torch.Tensor:
         if kind == "contrastive":
             return self._contrastive(rows)
         if kind == "margin":

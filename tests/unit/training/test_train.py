@@ -144,6 +144,7 @@ def test_train_writes_a_loadable_model_and_resumes(
     evals = [h["step"] for h in result.history if "stsb_dev" in h]
     assert [s for s in evals if s] == [2, 4] and result.best_step in evals  # every eval_steps, and the end
     assert json.loads((out / "training_log.json").read_text()) == result.history
+    assert all("loss/rows" in h for h in result.history if "loss" in h)  # per source (rows.jsonl)
     EgtLM(str(out), torch_dtype="float32").encode(TEXTS)  # loads as it is, no conversion
     assert (out / "checkpoints" / "checkpoint-4").is_dir()
     again = train(_plan(tmp_path, tiny_llama_dir, sources=sources, max_steps=6, eval_steps=2, batch_size=3))
