@@ -156,3 +156,10 @@ def test_concurrent_aqueries_equal_sequential_answers(index, llm):
     responses = asyncio.run(main())
     assert [r.response for r in responses] == expected
     assert all(r.metadata["egtlm"]["reused_tokens"] > 0 for r in responses)  # each its own report
+
+
+def test_default_llm_is_settings_llm_when_it_is_egtlm(llm, monkeypatch):
+    from llama_index.core import Settings
+
+    monkeypatch.setattr(Settings, "_llm", llm)
+    assert EgtLMSynthesizer().llm is llm

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 try:
+    from llama_index.core import Settings
     from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
     from llama_index.core.response_synthesizers import CompactAndRefine
     from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
@@ -51,7 +52,8 @@ class EgtLMSynthesizer(CompactAndRefine):
     """Compact-and-refine synthesis where retrieved nodes' stored KV states are spliced, not prefilled.
 
     Args:
-        llm: the `EgtLMLLM` that answers (None: one on the packaged default model).
+        llm: the `EgtLMLLM` that answers (None: `Settings.llm` if that is one, else one on the
+            packaged default model).
         capture_states: store the states of retrieved nodes not stored yet (captured once, after the
             template's head; later queries, and later processes through the disk tier, reuse them).
         **kwargs: `CompactAndRefine` arguments (text_qa_template, refine_template, streaming, ...).
@@ -64,7 +66,8 @@ class EgtLMSynthesizer(CompactAndRefine):
     """
 
     def __init__(self, llm: EgtLMLLM | None = None, *, capture_states: bool = True, **kwargs: Any) -> None:
-        llm = EgtLMLLM() if llm is None else llm
+        if llm is None:  # Settings._llm: reading Settings.llm would build LlamaIndex's OpenAI default
+            llm = Settings._llm if isinstance(Settings._llm, EgtLMLLM) else EgtLMLLM()
         if not isinstance(llm, EgtLMLLM):
             raise TypeError(
                 f"EgtLMSynthesizer needs an EgtLMLLM (its states live there), got {type(llm).__name__}."
