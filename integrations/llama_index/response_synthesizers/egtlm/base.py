@@ -154,25 +154,30 @@ def _with_report(response: Any, reports: list[dict[str, Any]]) -> Any:
     if response.metadata is None:
         response.metadata = {}
     if isinstance(response, StreamingResponse) and response.response_gen is not None:
-        response.response_gen = _tracked(response.response_gen, response)
+        response.response_gen = _tracked(response.response_gen, response, reports)
     elif isinstance(response, AsyncStreamingResponse):
-        response.response_gen = _atracked(response.response_gen, response)
+        response.response_gen = _atracked(response.response_gen, response, reports)
     elif reports:
         response.metadata[REPORT] = summarize(reports)
     return response
 
 
-def _tracked(tokens: Iterator[str], response: Any) -> Iterator[str]:
-    """A streamed answer's tokens; its report lands in the metadata when the stream ends."""
-    with collect_reports() as reports:
+def _tracked(tokens: Iterator[str], response: Any, started: list[dict[str, Any]]) -> Iterator[str]:
+    """A streamed answer's tokens; its report lands in the metadata when the stream ends.
+
+    Generations started while synthesizing report into `started`; LlamaIndex starts some lazily,
+    while the stream is consumed, and those report into the collector opened here."""
+    with collect_reports() as late:
         yield from tokens
-    if reports:
-        response.metadata[REPORT] = summarize(reports)
+    if started or late:
+        response.metadata[REPORT] = summarize([*started, *late])
 
 
-async def _atracked(tokens: AsyncIterator[str], response: Any) -> AsyncIterator[str]:
-    with collect_reports() as reports:
+async def _atracked(
+    tokens: AsyncIterator[str], response: Any, started: list[dict[str, Any]]
+) -> AsyncIterator[str]:
+    with collect_reports() as late:
         async for token in tokens:
             yield token
-    if reports:
-        response.metadata[REPORT] = summarize(reports)
+    if started or late:
+        response.metadata[REPORT] = summarize([*started, *late])
