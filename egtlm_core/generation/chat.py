@@ -235,7 +235,7 @@ def stream_generate(
             states = (prefix_cache, prefilled_logits)
             prefill = lambda: states  # noqa: E731
         pieces = decode_stream(
-            model, tokenizer, prompt_ids, prefill, config, stop, logits_processor, result, started
+            model, tokenizer, prompt_ids, prefill, config, stop, logits_processor, result, started, cancel
         )
         return _in_slot(pieces, model.device.type, cancel, result)
     return _stream(

@@ -123,13 +123,14 @@ def decode_stream(
     logits_processor: Any = None,
     result: Any = None,
     started: float | None = None,
+    cancel: Any = None,
 ) -> Iterator[str]:
     """Text pieces of the answer to a prompt; `prefill()`, called at the first piece, gives the
     cache holding all of the prompt's states (decoding grows it) and the next-token logits after it
     ([vocab] or [1, vocab]). Stop strings end
     decoding at the token that completes one and are cut from the text. `result` (a `ChatResult`),
     if given, is filled when the pieces are exhausted; its `ttft_s` counts from `started` (default:
-    now).
+    now). A set `cancel` event (any thread) ends decoding before the next token's forward.
     """
     started = time.perf_counter() if started is None else started
     cache, logits = prefill()
@@ -148,6 +149,8 @@ def decode_stream(
                 yield out
         if stops and _holds_stop(tokenizer, generated, stops):
             break
+        if cancel is not None and cancel.is_set():
+            break
     for last in [*(stop_filter.feed(piece) for piece in text.end()), stop_filter.flush()]:
         if last:
             pieces.append(last)
@@ -158,6 +161,8 @@ def decode_stream(
         result.prompt_tokens = len(prompt_ids)
         result.completion_tokens = len(generated)
         result.finish_reason = "stop" if ended or len(generated) < merged.max_new_tokens else "length"
+        if not ended and cancel is not None and cancel.is_set():
+            result.finish_reason = "cancelled"
         result.ttft_s = None if first_at is None else first_at - started
         result.total_s = time.perf_counter() - started
 

@@ -128,12 +128,14 @@ class _Generation:
         kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel, self.closed)])
         self.model, self.kwargs, self.streamer = model, kwargs, streamer
         self.outcome: dict[str, Any] = {}
+        self.started_at = 0.0
         self.limit = generation_limit(model.device.type)
         self.thread = threading.Thread(target=self._work, name="egtlm-generate", daemon=True)
 
     def start(self) -> float:
         """Wait for a slot (raises GenerationCancelled), start generating; returns the queue time."""
         queued = self.limit.acquire(self.cancel)
+        self.started_at = time.perf_counter()  # before the thread: its first token may come at once
         try:
             self.thread.start()
         except BaseException:
@@ -183,7 +185,7 @@ def _stream(
     except GenerationCancelled:
         result.prompt_tokens, result.finish_reason = ids.shape[1], "cancelled"
         return
-    start = time.perf_counter()
+    start = job.started_at
     stop_filter, pieces = StopFilter(stop), []
     try:
         for piece in streamer:
@@ -236,8 +238,8 @@ def _fill(
 def _in_slot(
     pieces: Iterator[str], device_type: str, cancel: threading.Event | None, result: ChatResult | None
 ) -> Iterator[str]:
-    """Pieces decoded in the consumer's thread, holding a generation slot until they end or the
-    stream is closed; a set `cancel` ends them at the next piece."""
+    """Pieces decoded in the consumer's thread (`decode.decode_stream`, which ends at a set
+    `cancel` itself), holding a generation slot until they end or the stream is closed."""
     limit = generation_limit(device_type)
     me = threading.get_ident()
     try:
@@ -247,15 +249,7 @@ def _in_slot(
             result.finish_reason = "cancelled"
         return
     try:
-        for piece in pieces:
-            yield piece
-            if cancel is not None and cancel.is_set():
-                close = getattr(pieces, "close", None)
-                if close is not None:
-                    close()
-                if result is not None:
-                    result.finish_reason = "cancelled"
-                return
+        yield from pieces
     finally:
         limit.release(consumer_thread=me)
         if result is not None:
