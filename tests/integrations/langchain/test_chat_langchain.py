@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import threading
 import time
 from typing import Annotated
@@ -317,8 +318,11 @@ def test_changed_model_field_takes_effect(tiny_model_dirs, chat):
     assert other.client is not chat.client and other.client.source.path == str(tiny_model_dirs["mistral"])
 
 
-def test_cache_reuse_is_reported(tiny):
-    lm = EgtLM(tiny["model"], cache_store=MemoryTier(), **FLOAT32)
+def test_cache_reuse_is_reported(tiny, tmp_path):
+    # Its own copy of the weights: handed-out documents are shared by every EgtLM on the same loaded
+    # model, and earlier tests in the process hand this one out on the shared tiny model.
+    own = shutil.copytree(tiny["model"], tmp_path / "own")
+    lm = EgtLM(str(own), cache_store=MemoryTier(), **FLOAT32)
     doc = "Paris is the capital of France. Berlin is the capital of Germany."
     lm.index([doc])
     chat = ChatEgtLM(model=lm, max_tokens=8)
