@@ -3,6 +3,7 @@ order, and refuse options they do not know."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 
@@ -259,11 +260,13 @@ def test_a_half_read_reuse_stream_then_chat_in_the_same_thread_raises(tiny_llama
     assert lm.chat(LONG, max_new_tokens=2).completion_tokens == 2
 
 
-def test_cancel_ends_the_shared_cache_decoding_within_one_token(tiny_llama_dir):
+def test_cancel_ends_the_shared_cache_decoding_within_one_token(tiny_llama_dir, tmp_path):
     """The reuse path decodes in the reading thread without `generate`; a set cancel stops it too."""
     from egtlm_core.cache import MemoryTier
 
-    lm = EgtLM(str(tiny_llama_dir), torch_dtype="float32", cache_store=MemoryTier())
+    # Own weights: documents handed out here must not be spliced in other tests' prompts.
+    own = shutil.copytree(tiny_llama_dir, tmp_path / "own")
+    lm = EgtLM(str(own), torch_dtype="float32", cache_store=MemoryTier())
     doc = " ".join(["Retrieval augmented generation reads documents before answering questions."] * 2)
     lm.index([doc])
     lm.rag.remember([doc])  # handed out, as a retriever does: chat may splice it
