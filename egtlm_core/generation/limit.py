@@ -147,7 +147,7 @@ def set_generation_limit(limit: int | None, device_type: str = "cpu") -> None:
     `device_type="cuda"` (none by default).
 
     Example:
-        >>> from egtlm_core import set_generation_limit
+        >>> from egtlm_core.generation.limit import set_generation_limit
         >>> set_generation_limit(2)  # a machine with cores to spare for two decoders
     """
     generation_limit(device_type).set_limit(limit)
