@@ -16,7 +16,7 @@ streamed answer) and time to first token (to the first streamed text, retrieval 
 growth while building and indexing each stack, the distinct weight bytes each holds (model copies),
 and whether the gold XQuAD answer is in the output.
 
-    python benchmarks/llamaindex_rag.py                    # 30 questions, 2 rounds, 1 torch thread
+    python benchmarks/llamaindex_rag.py                    # 30 questions, 1 round, 1 torch thread
     python benchmarks/llamaindex_rag.py --n 4 --rounds 1 --no-write
 
 Needs `pip install llama-index-embeddings-huggingface llama-index-llms-huggingface` (no egtlm extra
@@ -295,7 +295,7 @@ def write_report(args: Any, info: dict[str, str], runs: dict[str, Runs], stacks:
             ),
         ],
         suptitle=f"Same LlamaIndex query engine over Chroma, k = {args.k}, {args.n} XQuAD questions × "
-        f"{args.rounds} rounds, {info['dtype']}, {info['torch threads']} torch thread",
+        f"{args.rounds} round(s), {info['dtype']}, {info['torch threads']} torch thread",
     )
     met = "met" if ttft_x >= TARGET else "not met"
     md = f"""# LlamaIndex query engine: llama-index's Hugging Face integrations vs egtlm
@@ -312,7 +312,7 @@ same weights (`egtlm_core.default_model_dir()`, SmolLM2-135M-Instruct):
 - **egtlm, no reuse**: the same engine with `EgtLMLLM(reuse_cache=False)`.
 
 dtype {info["dtype"]}, greedy, `max_new_tokens={args.max_new_tokens}`, {args.n} XQuAD questions (one
-per paragraph, spread over all 240), their {args.n} paragraphs indexed, k = {args.k}; {args.rounds} rounds,
+per paragraph, spread over all 240), their {args.n} paragraphs indexed, k = {args.k}; {args.rounds} round(s),
 the order rotating per question; medians over {args.n * args.rounds} runs; answers scored on round 1.
 
 ## Result
@@ -364,7 +364,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=30, help="XQuAD questions (one per paragraph)")
     ap.add_argument("--k", type=int, default=4, help="nodes retrieved per question")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds over the questions")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--dtype", default="auto", help="both stacks' dtype (default: egtlm's 'auto' choice)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a shared machine)")
