@@ -16,6 +16,7 @@ from llama_index.core.response_synthesizers import BaseSynthesizer, CompactAndRe
 from llama_index.embeddings.egtlm import EgtLMEmbedding
 from llama_index.llms.egtlm import EgtLMLLM, collect_reports
 from llama_index.response_synthesizers.egtlm import EgtLMSynthesizer
+from tiny_models import build_tiny_model
 
 from egtlm_core.cache import MemoryTier
 
@@ -117,10 +118,12 @@ def test_states_stored_at_indexing_are_hits(index, llm):
     assert qe.query(QUESTION).metadata["egtlm"]["misses"] == 0
 
 
-def test_without_the_synthesizer_nothing_is_spliced(tiny_llama_dir, tmp_path):
-    """A plain query engine never hands its nodes out, so the model has nothing it may splice."""
-    kwargs = {"model": str(tiny_llama_dir), "model_kwargs": {**FLOAT32, "cache_store": MemoryTier()}}
-    index = chroma_index(tmp_path, OTHER_DOCS, EgtLMEmbedding(**kwargs))
+def test_without_the_synthesizer_nothing_is_spliced(tmp_path):
+    """A plain query engine never hands its nodes out, so the model has nothing it may splice. Own
+    weights: documents handed out on a loaded model are shared by every engine on it (other tests')."""
+    own = build_tiny_model(tmp_path / "own", "llama")
+    kwargs = {"model": str(own), "model_kwargs": {**FLOAT32, "cache_store": MemoryTier()}}
+    index = chroma_index(tmp_path / "chroma", OTHER_DOCS, EgtLMEmbedding(**kwargs))
     llm = EgtLMLLM(**kwargs, max_new_tokens=8, context_window=2048)
     with collect_reports() as reports:
         index.as_query_engine(llm=llm, similarity_top_k=2).query(QUESTION)
