@@ -25,7 +25,7 @@ from transformers import DynamicCache, GenerationConfig
 
 from .streaming import StopFilter, _as_list, _in_slot, _stream
 
-# StopFilter and _as_list are imported from here by decode.py.
+# StopFilter and _as_list live in streaming.py; re-exported for callers that imported them from here.
 __all__ = ["ChatResult", "ChatStream", "StopFilter", "_as_list", "generate_text", "stream_generate"]
 
 ROLES = ("system", "user", "assistant", "tool")

@@ -22,7 +22,7 @@ import torch
 from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, TextIteratorStreamer
 
 from ..modeling.compat import cache_kwarg
-from .chat import StopFilter, _as_list
+from .streaming import StopFilter, _as_list
 
 
 def prepare_decoding(
