@@ -8,19 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[2]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and the test machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def session_env() -> dict[str, str]:
