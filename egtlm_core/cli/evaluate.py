@@ -22,21 +22,12 @@ from ..evaluation.datasets import data_dir
 from ..evaluation.runner import ALIASES, DESCRIPTION, HEADLINE, TASKS, EvalOptions, run_eval
 from ..evaluation.sts import SIDES
 from .io import UsageError
+from .options import _positive_int
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NAMES = ("default",)
 _COUNT_KEYS = ("pairs", "queries", "questions")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -51,11 +42,11 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("model", metavar="MODEL", help="model path or hub id; 'default' for the packaged model")
     choices = TASKS + tuple(ALIASES)
     p.add_argument("--task", action="append", required=True, choices=choices, help="repeatable")
-    p.add_argument("--limit", type=_positive, default=None, metavar="N", help="seeded sample of N items")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="seeded sample of N items")
     p.add_argument("--split", default="test", help="test (default), dev or train")
     p.add_argument(
         "--scifact-docs",
-        type=_positive,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="SciFact corpus subset: judged documents + random others, N in all (default: all 5183)",
@@ -64,12 +55,12 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--sts-side", action="append", choices=SIDES, default=None, help="document (default), query, plain"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=_positive, default=48, metavar="N", help="rag answers")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=48, metavar="N", help="rag answers")
     p.add_argument(
         "--data-dir", default=None, metavar="DIR", help="default: $EGTLM_DATA_DIR or ../shared/data"
     )
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write all results here")
-    p.add_argument("--threads", type=_positive, default=None, metavar="N", help="torch threads")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="torch threads")
     p.add_argument("--dtype", default="auto", help="auto (default), float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_eval)
