@@ -83,11 +83,14 @@ class EgtLMCacheRetriever(BaseRetriever):
     context_variable: str = "context"
     """The prompt variable the formatted documents fill."""
     capture_states: bool = True
+    document_index: DocumentIndex | None = None
+    """Without a vectorstore: the `egtlm_core.DocumentIndex` to use (share one between retrievers on
+    purpose); None gives this retriever its own, empty one."""
     """Store documents' KV states when they are added."""
 
     _client: LazyLM = PrivateAttr()
     _prefix: tuple[str | None] | None = PrivateAttr(default=None)
-    _index: DocumentIndex = PrivateAttr(default_factory=DocumentIndex)  # used without a vectorstore
+    _index: DocumentIndex = PrivateAttr()  # used without a vectorstore
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def model_post_init(self, context: Any, /) -> None:
@@ -96,6 +99,7 @@ class EgtLMCacheRetriever(BaseRetriever):
                 f"The prompt has no {{{self.context_variable}}} variable (it has "
                 f"{self.prompt.input_variables}); set context_variable to the one the documents fill."
             )
+        self._index = self.document_index if self.document_index is not None else DocumentIndex()
         # Lazy: the process-wide EgtLM a ChatEgtLM with these settings uses (one shared-cache engine).
         self._client = LazyLM(self.model, model_kwargs=self.model_kwargs)
 

@@ -34,10 +34,10 @@ def chroma_store() -> Any:
 
 @functools.cache
 def indexed_lm() -> Any:
-    """The default model with the texts in its own index (built once)."""
+    """The default model and a DocumentIndex holding the texts (built once)."""
     retriever = EgtLMCacheRetriever()
     retriever.add_texts(TEXTS)
-    return retriever.lm
+    return retriever.lm, retriever.document_index or retriever._index
 
 
 # The suite's async test needs pytest-asyncio; the mark runs it in strict mode (the sync tests only
@@ -65,7 +65,8 @@ class TestEgtLMCacheRetrieverChroma(_Suite):
 class TestEgtLMCacheRetrieverOwnIndex(_Suite):
     @property
     def retriever_constructor_params(self) -> dict[str, Any]:
-        return {"model": indexed_lm(), "k": 2}
+        lm, index = indexed_lm()
+        return {"model": lm, "document_index": index, "k": 2}
 
     @property
     def retriever_query_example(self) -> str:
