@@ -194,10 +194,10 @@ class Stores:
 
     def __init__(self, m: EgtLM, tmp: Path):
         self.m = m
-        self.rag = SharedCacheRAG(m, store=MemoryTier(max_bytes=8 << 30))
-        self.rag8 = SharedCacheRAG(m, store=DiskTier(tmp / "int8", int8=True))
+        self.rag = SharedCacheRAG(m._loaded, m, store=MemoryTier(max_bytes=8 << 30))
+        self.rag8 = SharedCacheRAG(m._loaded, m, store=DiskTier(tmp / "int8", int8=True))
         # int8 files for the paragraphs, the (shared, tiny) prefix kept native: a what-if store
-        self.mixed = SharedCacheRAG(m, store=MemoryTier(max_bytes=8 << 30))
+        self.mixed = SharedCacheRAG(m._loaded, m, store=MemoryTier(max_bytes=8 << 30))
         self.int8_entries: dict[str, tuple[Any, int, bool]] = {}  # key string -> (key, tokens, is_prefix)
 
     def prepare(self, plan: Any) -> None:
@@ -370,7 +370,7 @@ def run(args: Any) -> dict[str, Any]:
             progress(i, min(args.fp32_check, len(sample)), start, "float32 fidelity")
     single32 = None
     if m32 is not None and args.n_single_fp32:
-        rag32 = SharedCacheRAG(m32, store=MemoryTier(max_bytes=8 << 30))
+        rag32 = SharedCacheRAG(m32._loaded, m32, store=MemoryTier(max_bytes=8 << 30))
         single32 = single_check(m32, rag32, contexts, sample[: args.n_single_fp32], args.max_new_tokens)
     fp32_s = time.perf_counter() - start
 
