@@ -8,34 +8,13 @@ import threading
 import time
 
 import pytest
-import torch
 from langchain_egtlm import ChatEgtLM, EgtLMCacheRetriever, EgtLMEmbeddings
-from transformers import LogitsProcessor
+from step_counter import Counter
 
 from egtlm_core import EgtLM
 
 MANY = 400  # far more tokens than any test lets through
 PROMPT = "Tell me about the fox"
-
-
-class Counter(LogitsProcessor):
-    """Counts decoding steps and bans EOS (so only a stop can end the generation); records when the
-    first and last steps ran and calls `on_call(n)` at step n."""
-
-    def __init__(self, lm: EgtLM, on_call=None):
-        self.eos = [lm.tokenizer.eos_token_id]
-        self.calls, self.on_call = 0, on_call
-        self.first_at: float | None = None
-        self.last_at: float | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.calls += 1
-        self.first_at = self.first_at or time.perf_counter()
-        if self.on_call is not None:
-            self.on_call(self.calls)
-        self.last_at = time.perf_counter()
-        scores[:, self.eos] = float("-inf")
-        return scores
 
 
 def counted(lm: EgtLM, monkeypatch, on_call=None) -> list[Counter]:
