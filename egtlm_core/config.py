@@ -14,12 +14,14 @@ Pooling = Literal["mean", "weightedmean", "last", "cls"]
 Attention = Literal["bidirectional", "causal"]
 PromptFormat = Literal["egtlm", "gritlm", "e5", "none", "custom"]
 CacheCapture = Literal["auto", "reuse", "causal"]
+DocumentContext = Literal["instruction", "rag"]
 
 MODES: tuple[str, ...] = ("unified", "embedding", "generative")
 POOLINGS: tuple[str, ...] = ("mean", "weightedmean", "last", "cls")
 ATTENTIONS: tuple[str, ...] = ("bidirectional", "causal")
 PROMPT_FORMATS: tuple[str, ...] = ("egtlm", "gritlm", "e5", "none", "custom")
 CACHE_CAPTURES: tuple[str, ...] = ("auto", "reuse", "causal")
+DOCUMENT_CONTEXTS: tuple[str, ...] = ("instruction", "rag")
 
 # GritLM / sentence-transformers spellings accepted as aliases.
 _POOLING_ALIASES = {
@@ -71,6 +73,12 @@ class EgtLMConfig:
         cache_capture: where document KV states come from when `get_cache=True` and attention is
             bidirectional: "reuse" the bidirectional states (GRIT-trained models only), "causal" run an
             extra causal pass (exact for any model), "auto" = causal.
+        document_context: what a document is embedded after. "instruction": the document
+            instruction (`encode_documents`' classic mode; indexing runs an embedding pass and a
+            capture pass). "rag": the RAG prompt head documents are captured after, each document
+            tokenized on its own as the capture tokenizes it, so its vector is the pooled hidden
+            states of the very causal pass that captures its KV states and indexing is one forward
+            (needs causal attention and no appended EOS). `max_length` then counts document tokens.
     """
 
     mode: Mode = "unified"
@@ -86,6 +94,7 @@ class EgtLMConfig:
     batch_size: int = 32
     max_batch_tokens: int | None = None
     cache_capture: CacheCapture = "auto"
+    document_context: DocumentContext = "instruction"
 
     def __post_init__(self) -> None:
         self.pooling = _POOLING_ALIASES.get(self.pooling, self.pooling)  # type: ignore[assignment]
@@ -95,6 +104,13 @@ class EgtLMConfig:
         _choose("attention", self.attention, ATTENTIONS)
         _choose("prompt_format", self.prompt_format, PROMPT_FORMATS)
         _choose("cache_capture", self.cache_capture, CACHE_CAPTURES)
+        _choose("document_context", self.document_context, DOCUMENT_CONTEXTS)
+        rag_context = self.document_context == "rag"
+        if rag_context and (self.attention != "causal" or self.appends_eos or self.embed_eos):
+            raise ValueError(
+                "document_context='rag' embeds documents in their causal capture pass, so it needs "
+                "attention='causal' and no embed_eos; use document_context='instruction' otherwise."
+            )
         if self.prompt_format == "custom":
             if not self.prompt_template or "{instruction}" not in self.prompt_template:
                 raise ValueError(

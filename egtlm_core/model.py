@@ -14,7 +14,14 @@ import numpy as np
 import torch
 
 from .config import EgtLMConfig
-from .embedding.encoding import EmbeddingPass, TokenizedText, tokenize_for_embedding, warn_truncated
+from .embedding.answer_states import encode_answers
+from .embedding.encoding import (
+    EmbeddingPass,
+    TokenizedText,
+    tokenize_after_prefix,
+    tokenize_for_embedding,
+    warn_truncated,
+)
 from .embedding.inputs import check_texts
 from .embedding.prompts import document_text, format_instruction
 from .generation.chat import (
@@ -34,6 +41,7 @@ from .modeling.attention import check_maskable
 from .rag.engine import SharedCacheRAG
 from .rag.index import DocumentIndex, ScoredDocument
 from .rag.kv_reuse import check_recompute_tokens
+from .rerank import PointwiseReranker, RankedDocument
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +238,7 @@ class EgtLM:
         convert_to_tensor: bool = False,
         show_progress_bar: bool | None = None,
         get_cache: bool = False,
+        method: str = "pool",
         **kwargs: Any,
     ) -> Any:
         """Embed texts: float32 [n, d] (L2-normalised by default); a single string gives [d].
@@ -237,11 +246,43 @@ class EgtLM:
         `instruction` is a finished prefix (e.g. "<|user|>\\n...\\n<|embed|>\\n"); it takes part in
         attention but not in mean-type pooling. With `get_cache=True` also returns one KV cache per
         text (padding removed, in input order).
+
+        `method="answer"` embeds InBedder-style: `instruction` is a question about each text, the
+        model answers it greedily and the vector comes from the answer's hidden states (options
+        `layer`, `answer_tokens`, `pool`, `answer_template`, `return_answers`; see
+        `embedding/answer_states.py`).
         """
-        unknown = set(kwargs) - _ACCEPTED_IGNORED
+        if method == "answer":
+            return encode_answers(
+                self._generator(),
+                self.tokenizer,
+                texts,
+                instruction,
+                normalize=self.config.normalize,
+                batch_size=batch_size or self.config.batch_size,
+                max_length=max_length or self.config.max_length,
+                convert_to_tensor=convert_to_tensor,
+                show_progress_bar=show_progress_bar,
+                dim=dim,
+                **kwargs,
+            )
+        if method != "pool":
+            raise ValueError(f"Unknown encode method {method!r}; expected 'pool' or 'answer'.")
+        items, single = check_texts(texts)
+        batch_size, max_length = self._encode_options(batch_size, max_length, dim, kwargs)
+        # The tokenizer cannot take an empty batch; an empty list simply gives an empty [0, d] array.
+        tokenized = self.embedding_inputs(items, instruction or "", max_length) if items else []
+        return self._encode_tokenized(
+            tokenized, single, batch_size, max_length, dim, convert_to_tensor, show_progress_bar, get_cache
+        )
+
+    def _encode_options(
+        self, batch_size: int | None, max_length: int | None, dim: int | None, extra: Mapping[str, Any]
+    ) -> tuple[int, int]:
+        """Checked (batch_size, max_length) of one encode call, defaults from the config."""
+        unknown = set(extra) - _ACCEPTED_IGNORED
         if unknown:
             raise TypeError(f"encode() got unknown arguments {sorted(unknown)}.")
-        items, single = check_texts(texts)
         batch_size = self.config.batch_size if batch_size is None else batch_size
         max_length = self.config.max_length if max_length is None else max_length
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -252,22 +293,28 @@ class EgtLM:
             not isinstance(dim, int) or isinstance(dim, bool) or not 0 < dim <= self.embedding_dim
         ):
             raise ValueError(f"dim must be an integer between 1 and {self.embedding_dim}, got {dim!r}.")
+        return batch_size, max_length
+
+    def _encode_tokenized(
+        self,
+        tokenized: list[TokenizedText],
+        single: bool,
+        batch_size: int,
+        max_length: int,
+        dim: int | None,
+        convert_to_tensor: bool,
+        show_progress_bar: bool | None,
+        get_cache: bool,
+    ) -> Any:
         embedding_pass = self._embedding_pass()
-        suffix = self._suffix_ids()
-        # The tokenizer cannot take an empty batch; an empty list simply gives an empty [0, d] array.
-        tokenized = (
-            tokenize_for_embedding(self.tokenizer, items, instruction or "", max_length, suffix)
-            if items
-            else []
-        )
         warn_truncated(tokenized, max_length)
-        show = show_progress_bar if show_progress_bar is not None else len(items) >= 64 * batch_size
+        show = show_progress_bar if show_progress_bar is not None else len(tokenized) >= 64 * batch_size
         caches: Any
         vectors, caches = (
             embedding_pass.run(
                 tokenized, batch_size, dim, get_cache, show, max_batch_tokens=self._max_batch_tokens()
             )
-            if items
+            if tokenized
             else (np.zeros((0, dim or self.embedding_dim), dtype=np.float32), [])
         )
         result: Any = torch.from_numpy(vectors) if convert_to_tensor else vectors
@@ -286,18 +333,71 @@ class EgtLM:
         )
 
     def encode_documents(self, documents: Any, **kwargs: Any) -> Any:
-        """Embed documents (strings or {"title", "text"} dicts) with the configured document instruction."""
-        c = self.config
+        """Embed documents (strings or {"title", "text"} dicts) in the configured document context:
+        after the document instruction, or (`document_context="rag"`) after the RAG prompt head, as
+        their KV states are captured."""
         texts = (
             document_text(documents)
             if isinstance(documents, (str, dict))
             else [document_text(d) for d in documents]
         )
-        return self.encode(
-            texts,
-            instruction=format_instruction(c.document_instruction, c.prompt_format, c.prompt_template),
-            **kwargs,
+        if self.config.document_context == "instruction":
+            c = self.config
+            instruction = format_instruction(c.document_instruction, c.prompt_format, c.prompt_template)
+            return self.encode(texts, instruction=instruction, **kwargs)
+        return self._encode_rag_documents(texts, **kwargs)
+
+    def _encode_rag_documents(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        dim: int | None = None,
+        convert_to_tensor: bool = False,
+        show_progress_bar: bool | None = None,
+        get_cache: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        if "instruction" in kwargs:
+            raise TypeError(
+                "encode_documents embeds after the RAG prompt head with document_context='rag'; "
+                "call encode(texts, instruction=...) for a custom instruction."
+            )
+        items, single = check_texts(texts)
+        batch_size, max_length = self._encode_options(batch_size, max_length, dim, kwargs)
+        tokenized = self.document_inputs(items, max_length) if items else []
+        return self._encode_tokenized(
+            tokenized, single, batch_size, max_length, dim, convert_to_tensor, show_progress_bar, get_cache
         )
+
+    def document_inputs(self, texts: Sequence[str], max_length: int | None = None) -> list[TokenizedText]:
+        """Documents tokenized as `encode_documents` embeds them (training's document side uses it)."""
+        limit = self.config.max_length if max_length is None else max_length
+        if self.config.document_context == "instruction":
+            c = self.config
+            instruction = format_instruction(c.document_instruction, c.prompt_format, c.prompt_template)
+            return self.embedding_inputs(texts, instruction, limit)
+        return tokenize_after_prefix(self.tokenizer, texts, self.rag.default_prefix().token_ids, limit)
+
+    @property
+    def document_pass(self) -> EmbeddingPass | None:
+        """The pooling settings to embed documents from their capture pass (one forward per
+        document at indexing), or None where documents are embedded in a pass of their own."""
+        return self._embedding_pass() if self.config.document_context == "rag" else None
+
+    # --- reranking --------------------------------------------------------------------------------
+    def rerank(
+        self, query: str, documents: Sequence[Any], top_n: int | None = None, **options: Any
+    ) -> list[RankedDocument]:
+        """Documents best first by the model's probability of "yes" to a relevance prompt.
+
+        `options` go to `rerank.PointwiseReranker` (prompt=RerankPrompt(...), batch_size,
+        max_document_tokens). Each result has `.index` (input position), `.score`, `.document`.
+
+        Example:
+            >>> m.rerank("capital of France?", ["Berlin is in Germany.", "Paris is in France."])[0].index
+        """
+        return PointwiseReranker(self._generator(), self.tokenizer, **options).rerank(query, documents, top_n)
 
     # --- generation -------------------------------------------------------------------------------
     def _generator(self) -> Any:

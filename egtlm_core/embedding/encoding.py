@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from ..modeling.attention import embedding_attention_mask, position_ids_for
-from ..modeling.compat import layer_states
+from ..modeling.compat import cache_kwarg, layer_states
 from .pooling import pool
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,27 @@ def tokenize_for_embedding(
         truncated = len(ids) > keep
         out.append(TokenizedText(list(ids[:keep]) + list(suffix_ids), start, truncated))
     return out
+
+
+def tokenize_after_prefix(
+    tokenizer: Any, texts: Sequence[str], prefix_ids: Sequence[int], max_length: int
+) -> list[TokenizedText]:
+    """`prefix_ids` then each text tokenized on its own (no special tokens), the text part cut to
+    `max_length` tokens: exactly the tokens the shared cache captures a document as, after its
+    prompt head (`document_context="rag"`)."""
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    head = list(prefix_ids)
+    return [TokenizedText(head + list(ids[:max_length]), len(head), len(ids) > max_length) for ids in encoded]
+
+
+def shared_prefix_length(items: Sequence[TokenizedText]) -> int:
+    """How many leading (instruction-side) tokens every item has in common."""
+    first = items[0].ids
+    n = min(min(it.content_start, len(it.ids) - 1) for it in items)  # every row keeps a token
+    for it in items[1:]:
+        while n and it.ids[:n] != first[:n]:
+            n -= 1
+    return n
 
 
 def pad_batch(
@@ -166,11 +187,45 @@ class EmbeddingPass:
 
     def vectors(self, items: Sequence[TokenizedText]) -> torch.Tensor:
         """One batch's pooled (and normalised) vectors with autograd on: what training backpropagates
-        through, so training embeds exactly as `encode` does."""
-        ids, attention, content = pad_batch(items, self.pad_id, self.padding_side, self.body.device)
-        hidden, _ = forward_states(self.body, ids, attention, self.causal, use_cache=False)
-        vectors = pool(hidden, attention, content, self.pooling)
+        through, so training embeds exactly as `encode` does.
+
+        Under causal attention the instruction tokens every item shares (a query instruction, the
+        RAG head of `document_context="rag"`) do not depend on what follows, so they run once and
+        their states are expanded to the batch: the same vectors as per-row, fewer tokens.
+        """
+        shared = shared_prefix_length(items) if self.causal and len(items) > 1 else 0
+        if shared < 2:
+            ids, attention, content = pad_batch(items, self.pad_id, self.padding_side, self.body.device)
+            hidden, _ = forward_states(self.body, ids, attention, self.causal, use_cache=False)
+            vectors = pool(hidden, attention, content, self.pooling)
+        else:
+            vectors = self._vectors_after_shared(items, shared)
         return torch.nn.functional.normalize(vectors, p=2, dim=-1) if self.normalize else vectors
+
+    def _vectors_after_shared(self, items: Sequence[TokenizedText], shared: int) -> torch.Tensor:
+        """Shared head once, then the rows over its expanded states (gradients reach the head)."""
+        device = self.body.device
+        head = torch.tensor([items[0].ids[:shared]], device=device)
+        kwarg = cache_kwarg(self.body.forward)
+        prefix_cache = DynamicCache(config=self.body.config)
+        self.body(input_ids=head, use_cache=True, **{kwarg: prefix_cache})
+        if prefix_cache.get_seq_length() != shared:  # e.g. gradient checkpointing turned caching off
+            ids, attention, content = pad_batch(items, self.pad_id, self.padding_side, device)
+            hidden, _ = forward_states(self.body, ids, attention, self.causal, use_cache=False)
+            return pool(hidden, attention, content, self.pooling)
+        states = [
+            (k.expand(len(items), -1, -1, -1), v.expand(len(items), -1, -1, -1))
+            for k, v in layer_states(prefix_cache)
+        ]
+        cache = DynamicCache(ddp_cache_data=states, config=self.body.config)
+        rest = [TokenizedText(it.ids[shared:], it.content_start - shared) for it in items]
+        ids, attention, content = pad_batch(rest, self.pad_id, "right", device)
+        keys = torch.cat((torch.ones(len(items), shared, dtype=attention.dtype, device=device), attention), 1)
+        positions = (attention.cumsum(dim=1) - 1).clamp(min=0) + shared
+        hidden = self.body(
+            input_ids=ids, attention_mask=keys, position_ids=positions, use_cache=True, **{kwarg: cache}
+        ).last_hidden_state
+        return pool(hidden, attention, content, self.pooling)
 
     def run(
         self,

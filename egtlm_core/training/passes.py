@@ -19,25 +19,38 @@ from ..rag.segment_plan import SegmentPlan, rag_layout
 from .data import DOCUMENT, QUERY, ChatRow, RAGRow, Text
 from .losses import IGNORE
 
+_DOCUMENT_CONTEXT = None  # the group of plain documents under document_context="rag"
 
-def _instruction(lm: EgtLM, text: Text, side: str) -> tuple[str, str]:
-    """(finished instruction prefix, text) for one training text on one side."""
+
+def _instruction(lm: EgtLM, text: Text, side: str) -> tuple[str | None, str]:
+    """(finished instruction prefix, text) for one training text on one side; the prefix is None
+    for a plain document under `document_context="rag"` (embedded after the RAG prompt head)."""
     c = lm.config
     if isinstance(text, tuple):
         task, body = text
+    elif side == QUERY:
+        task, body = c.query_instruction, text
+    elif c.document_context == "rag":
+        return _DOCUMENT_CONTEXT, text
     else:
-        task, body = (c.query_instruction if side == QUERY else c.document_instruction), text
+        task, body = c.document_instruction, text
     return format_instruction(task, c.prompt_format, c.prompt_template), body
 
 
 def embed(lm: EgtLM, texts: Sequence[Text], side: str = DOCUMENT, max_length: int = 256) -> torch.Tensor:
-    """[n, d] vectors with autograd, texts grouped by instruction (one forward per instruction)."""
+    """[n, d] vectors with autograd, texts grouped by instruction (one forward per instruction);
+    documents tokenized as `encode_documents` tokenizes them (`EgtLM.document_inputs`)."""
     pass_ = lm.embedding_pass()
     prepared = [_instruction(lm, t, side) for t in texts]
     out: list[torch.Tensor | None] = [None] * len(texts)
     for instruction in dict.fromkeys(p[0] for p in prepared):
         rows = [i for i, p in enumerate(prepared) if p[0] == instruction]
-        items = lm.embedding_inputs([prepared[i][1] for i in rows], instruction, max_length)
+        group = [prepared[i][1] for i in rows]
+        items = (
+            lm.document_inputs(group, max_length)
+            if instruction is _DOCUMENT_CONTEXT
+            else lm.embedding_inputs(group, instruction, max_length)
+        )
         for i, vector in zip(rows, pass_.vectors(items), strict=True):
             out[i] = vector
     return torch.stack(out)  # type: ignore[arg-type]
