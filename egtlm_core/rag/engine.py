@@ -17,12 +17,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from ..cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
+from ..embedding.encoding import TokenizedText, warn_truncated
+from ..embedding.inputs import check_texts
 from ..embedding.prompts import document_text
 from ..generation.chat import ChatResult, ChatStream, fit_to_context, generation_config, stream_generate
 from ..loading.default_model import cache_root
 from ..loading.registry import LoadedModel
 from ..modeling.kernels import attention_kernel
+from .capture import DocumentPooling
 from .index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
 from .kv_reuse import KVReuser, ReuseStats, check_recompute_tokens
 from .matching import KnownDocument, plan_from_prompt
@@ -217,12 +222,44 @@ class SharedCacheRAG:
         if not texts:
             return []
         doc_ids = list(ids) if ids is not None else [sha256_text(t)[:16] for t in texts]
-        vectors = self.encoder.encode_documents(texts)
+        one_pass = self._one_pass_pooling() if capture_states and prefix is None else None
+        if one_pass is None:
+            vectors = self.encoder.encode_documents(texts)
+        else:
+            vectors = self._capture_and_embed(texts, one_pass)
+            capture_states = False  # done in the same forward
         replaced = index.upsert(doc_ids, texts, vectors, metadatas)
-        self.forget_states([d.text for d in replaced], prefix)
+        self.forget_states([d.text for d in replaced if d.text not in set(texts)], prefix)
         if capture_states:
             self.store_states(texts, prefix)
         return doc_ids
+
+    def _one_pass_pooling(self) -> DocumentPooling | None:
+        """How to pool vectors from the capture pass, where the encoder embeds documents exactly as
+        they are captured (`document_context="rag"`, causal capture after the default head)."""
+        embedding_pass = getattr(self.encoder, "document_pass", None)
+        if embedding_pass is None or self.capture != "causal" or not embedding_pass.causal:
+            return None
+        max_tokens = self.encoder.config.max_length  # type: ignore[attr-defined]
+        return DocumentPooling(embedding_pass.pooling, embedding_pass.normalize, max_tokens)
+
+    def _capture_and_embed(self, texts: list[str], pooling: DocumentPooling) -> np.ndarray:
+        """Vectors of `texts` pooled from the forward that captures their states (one pass)."""
+        check_texts(texts)
+        head = self.default_prefix()
+        segments = [Segment(_ids(self.tokenizer, t), text=t) for t in texts]
+        warn_truncated(
+            [TokenizedText(list(s.token_ids), 0, len(s.token_ids) > pooling.max_tokens) for s in segments],
+            pooling.max_tokens,
+        )
+        self.reuser.register_prefix(head)
+        _, found = self.reuser.index_and_embed(segments, head, pooling)
+        missing = [i for i, v in enumerate(found) if v is None]  # too long to capture: embed alone
+        if missing:
+            extra = self.encoder.encode_documents([texts[i] for i in missing])
+            for i, vector in zip(missing, extra, strict=True):
+                found[i] = vector
+        return np.stack(found).astype(np.float32)  # type: ignore[arg-type]
 
     def delete_documents(
         self, ids: Sequence[str], *, index: DocumentIndex | None = None, prefix: str | None = None
@@ -269,8 +306,12 @@ class SharedCacheRAG:
         recompute_tokens: int = 0,
         stop: Sequence[str] = (),
         stream: bool = False,
+        cancel: Any = None,
     ) -> Any:
-        """Answer from the given documents (or the top-k indexed ones); see `EgtLM.answer`."""
+        """Answer from the given documents (or the top-k indexed ones); see `EgtLM.answer`.
+
+        `stream=True` returns a `ChatStream` (its `.result` is this answer's `AnswerResult` once the
+        pieces end); setting `cancel` stops the generation within one token."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string.")
         check_recompute_tokens(recompute_tokens)
@@ -280,9 +321,9 @@ class SharedCacheRAG:
         config = generation_config(self.tokenizer, model, max_new_tokens, temperature, 1.0)
         config = fit_to_context(model, len(plan.token_ids), config)
         result = AnswerResult("", 0, 0, "stop", documents=texts)
-        pieces = self._run(plan, model, config, result, reuse_cache, recompute_tokens, stop)
+        pieces = self._run(plan, model, config, result, reuse_cache, recompute_tokens, stop, cancel=cancel)
         if stream:
-            return pieces
+            return ChatStream(pieces, result, cancel)
         for _ in pieces:
             pass
         return result

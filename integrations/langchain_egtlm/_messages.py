@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +14,8 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+
+from egtlm_core.generation import render_tool_call, tool_result_line, tool_results_turn
 
 # Content blocks that carry no text for the model: tool calls are rendered from `tool_calls`,
 # reasoning from other models is not replayed.
@@ -39,11 +40,6 @@ def content_text(content: str | list[Any]) -> str:
     return "".join(parts)
 
 
-def render_tool_call(name: str, args: dict[str, Any]) -> str:
-    """A call from the history, in words: a JSON call in the history makes a small model repeat it."""
-    return f"I will call {name} with {json.dumps(args, ensure_ascii=False)}."
-
-
 def _assistant_text(message: AIMessage) -> str:
     text = content_text(message.content)
     calls = [render_tool_call(tc["name"], tc["args"]) for tc in message.tool_calls]
@@ -53,9 +49,8 @@ def _assistant_text(message: AIMessage) -> str:
 def _tool_result_line(message: ToolMessage | FunctionMessage, names: dict[str, str]) -> str:
     text = content_text(message.content)
     name = message.name or (names.get(message.tool_call_id) if isinstance(message, ToolMessage) else None)
-    subject = f"The tool {name}" if name else "The tool"
     failed = isinstance(message, ToolMessage) and message.status == "error"
-    return f"{subject} {'failed' if failed else 'returned'}: {text}"
+    return tool_result_line(name, text, failed)
 
 
 def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
@@ -74,7 +69,7 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
             results.append(_tool_result_line(message, names))
             continue
         if results:
-            out.append(_results_turn(results))
+            out.append(tool_results_turn(results))
             results = []
         if isinstance(message, SystemMessage):
             out.append({"role": "system", "content": content_text(message.content)})
@@ -89,10 +84,5 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
         else:
             raise ValueError(f"messages[{i}] is a {type(message).__name__}, which ChatEgtLM cannot render.")
     if results:
-        out.append(_results_turn(results))
+        out.append(tool_results_turn(results))
     return out
-
-
-def _results_turn(lines: list[str]) -> dict[str, str]:
-    ask = "Use it to answer my question." if len(lines) == 1 else "Use them to answer my question."
-    return {"role": "user", "content": "\n".join([*lines, ask])}
