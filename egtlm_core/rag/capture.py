@@ -11,13 +11,16 @@ pad columns are dropped before storing (a stored entry never carries a pad token
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from ..cache import KVEntry
+from ..embedding.pooling import pool
 from ..modeling.attention import embedding_attention_mask
 from ..modeling.compat import cache_kwarg, layer_states
 from .segment_plan import Segment
@@ -25,6 +28,25 @@ from .segment_plan import Segment
 PaddingSide = Literal["left", "right"]
 MAX_BATCH_TOKENS = 2048  # padded document tokens per capture forward (CPU: beyond this, no gain)
 MAX_BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class DocumentPooling:
+    """How a document's vector is pooled out of its capture pass (one-pass indexing): what
+    `encode_documents` does under `document_context="rag"`, whose tokens are the capture's."""
+
+    method: str  # embedding.pooling method
+    normalize: bool
+    max_tokens: int  # a document's first tokens that are pooled (its states are all kept)
+
+
+def pool_rows(hidden: torch.Tensor, real: torch.Tensor, pooling: DocumentPooling) -> torch.Tensor:
+    """[b, L, d] capture states -> [b, d] vectors over each row's first `max_tokens` real tokens:
+    under causal attention those states are the ones a pass over the truncated text computes."""
+    rank = real.long().cumsum(dim=1)
+    pooled = (real & (rank <= pooling.max_tokens)).long().to(hidden.device)
+    vectors = pool(hidden, pooled, pooled, pooling.method)
+    return torch.nn.functional.normalize(vectors, p=2, dim=-1) if pooling.normalize else vectors
 
 
 def capture_batches(
@@ -87,8 +109,32 @@ def capture_batch(
     mask itself; bidirectional capture (GRIT document caching) passes a 4D mask in which a row's real
     tokens see the prefix and each other, never a pad.
     """
+    return capture_pooled(
+        body,
+        segments,
+        prefix_cache,
+        None,
+        bidirectional=bidirectional,
+        pad_id=pad_id,
+        padding_side=padding_side,
+        meta=meta,
+    )[0]
+
+
+def capture_pooled(
+    body: Any,
+    segments: Sequence[Segment],
+    prefix_cache: DynamicCache | None,
+    pooling: DocumentPooling | None,
+    *,
+    bidirectional: bool = False,
+    pad_id: int = 0,
+    padding_side: PaddingSide = "right",
+    meta: dict[str, Any] | None = None,
+) -> tuple[list[KVEntry], np.ndarray | None]:
+    """`capture_batch`, and with `pooling` each document's vector [b, d] pooled from the same pass."""
     if not segments:
-        return []
+        return [], None
     start = 0 if prefix_cache is None else prefix_cache.get_seq_length()
     device = body.device
     ids, positions, real = _pad(segments, start, pad_id, padding_side)
@@ -100,7 +146,7 @@ def capture_batch(
         mask = full[:, :, start:, :]
     cache = _batch_cache(prefix_cache, len(segments), body.config)
     with torch.inference_mode():
-        body(
+        out = body(
             input_ids=ids.to(device),
             attention_mask=mask,
             position_ids=positions.to(device),
@@ -108,6 +154,7 @@ def capture_batch(
             **{cache_kwarg(body.forward): cache},
         )
     states = layer_states(cache)
+    vectors = None if pooling is None else pool_rows(out.last_hidden_state, real, pooling).cpu().numpy()
     entries = []
     for row, segment in enumerate(segments):
         cols = (torch.nonzero(real[row]).squeeze(1) + start).to(device)  # this row's real tokens only
@@ -115,7 +162,7 @@ def capture_batch(
         values = [v[row].index_select(1, cols).cpu() for _, v in states]
         token_ids = torch.tensor(segment.token_ids, dtype=torch.long)
         entries.append(KVEntry(keys, values, token_ids, position_offset=start, meta=dict(meta or {})))
-    return entries
+    return entries, vectors
 
 
 def capture_all(
@@ -128,14 +175,16 @@ def capture_all(
     show_progress: bool | None = None,
     meta: dict[str, Any] | None = None,
     max_tokens: int = MAX_BATCH_TOKENS,
-) -> Iterator[tuple[int, KVEntry]]:
-    """(index in `segments`, entry) for every segment, batch by batch (a progress bar per batch;
-    None: shown on a terminal only)."""
+    pooling: DocumentPooling | None = None,
+) -> Iterator[tuple[int, KVEntry, np.ndarray | None]]:
+    """(index in `segments`, entry, vector or None) for every segment, batch by batch (a progress
+    bar per batch; None: shown on a terminal only); vectors are pooled with `pooling`."""
     batches = capture_batches(segments, max_tokens=max_tokens)
     disable = None if show_progress is None else not show_progress  # tqdm: None = off unless a TTY
     for idx in tqdm(batches, desc="Capturing KV states", unit="batch", disable=disable):
         group = [segments[i] for i in idx]
-        entries = capture_batch(
-            body, group, prefix_cache, bidirectional=bidirectional, pad_id=pad_id, meta=meta
+        entries, vectors = capture_pooled(
+            body, group, prefix_cache, pooling, bidirectional=bidirectional, pad_id=pad_id, meta=meta
         )
-        yield from zip(idx, entries, strict=True)
+        for row, (i, entry) in enumerate(zip(idx, entries, strict=True)):
+            yield i, entry, None if vectors is None else vectors[row]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -24,7 +25,7 @@ from transformers.cache_utils import DynamicLayer
 from ..cache import CacheKey, CacheTier, KVEntry, MemoryTier, sha256_text
 from ..modeling.compat import cache_kwarg
 from ..modeling.rope import RopeInfo, rerotate_keys, rope_info
-from .capture import PaddingSide, capture_all, capture_batch
+from .capture import DocumentPooling, PaddingSide, capture_all, capture_batch
 from .segment_plan import Segment, SegmentPlan
 
 logger = logging.getLogger(__name__)
@@ -239,42 +240,71 @@ class KVReuser:
         model's context after the prefix is not captured (its states could never be used: such a
         prompt is refused), with one warning saying to chunk it.
         """
+        return self._index(segments, prefix, None, show_progress)[0]
+
+    def index_and_embed(
+        self,
+        segments: list[Segment],
+        prefix: Segment,
+        pooling: DocumentPooling,
+        show_progress: bool | None = None,
+    ) -> tuple[ReuseStats, list[np.ndarray | None]]:
+        """`index`, and each document's vector pooled from its capture pass (one forward per batch
+        both embeds and caches). Stored documents are captured again for their vector; a document
+        too long for the context gets None (embed it on its own)."""
+        return self._index(segments, prefix, pooling, show_progress)
+
+    def _index(
+        self,
+        segments: list[Segment],
+        prefix: Segment,
+        pooling: DocumentPooling | None,
+        show_progress: bool | None,
+    ) -> tuple[ReuseStats, list[np.ndarray | None]]:
         stats = ReuseStats()
         limit = getattr(self.body.config, "max_position_embeddings", None)
-        too_long, todo = [], {}
+        too_long: list[int] = []
+        todo: dict[CacheKey, Segment] = {}
+        keys_of: list[CacheKey | None] = []
         for i, segment in enumerate(segments):
+            keys_of.append(None)
             if isinstance(limit, int) and len(prefix.token_ids) + len(segment.token_ids) >= limit:
                 too_long.append(i)
                 continue
-            key = self.key(segment, prefix)
+            key = keys_of[i] = self.key(segment, prefix)
             if key in todo or self._usable(self._tier(segment).get(key), segment):
                 stats.hits += 1
+                if pooling is not None:
+                    todo.setdefault(key, segment)  # its vector comes from a capture pass too
             else:
+                stats.misses += 1
                 todo[key] = segment
-        stats.misses = len(todo)
+        found: dict[CacheKey, np.ndarray | None] = {}
         if todo:
             prefix_cache = self._prefix_loader(prefix, stats)()
             keys, pending = list(todo), list(todo.values())
             bidirectional = self._bidirectional(pending[:1])
             meta = {"capture": self.capture}
-            for i, entry in capture_all(
+            for i, entry, vector in capture_all(
                 self.body,
                 pending,
                 prefix_cache,
                 bidirectional=bidirectional,
                 show_progress=show_progress,
                 meta=meta,
+                pooling=pooling,
             ):
                 self._tier(pending[i]).put(keys[i], entry)
+                found[keys[i]] = vector
         if too_long:
             warnings.warn(
                 f"{len(too_long)} document(s) (positions {too_long[:10]}) do not fit the model's "
                 f"{limit}-token context after the {len(prefix.token_ids)}-token prompt head, so their KV "
                 "states were not stored and no prompt can hold them whole; split long texts into chunks.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        return stats
+        return stats, [None if key is None else found.get(key) for key in keys_of]
 
     # --- building a plan's cache ------------------------------------------------------------------
     def _splice(self, cache: DynamicCache, entry: KVEntry, skip: int, at: int) -> None:

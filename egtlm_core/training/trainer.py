@@ -53,13 +53,29 @@ class MixedBatches(IterableDataset):
             yield {"size": torch.zeros(len(take)), "source": i, "loss": spec.loss, "rows": batch}
 
 
-def with_distractors(rows: list[RAGRow], k: int, seed: int) -> list[RAGRow]:
-    """RAG rows with k - 1 other rows' documents added and the gold document at a random slot."""
+MAX_RAG_CHARS = 3000  # a distillation sample's documents (~750 tokens), inside rag_sample's 1,024
+
+
+def with_distractors(rows: list[RAGRow], k: int, seed: int, max_chars: int = MAX_RAG_CHARS) -> list[RAGRow]:
+    """RAG rows with up to k - 1 other rows' documents added and the gold document at a random slot;
+    a distractor is added only while the documents stay within `max_chars` (long passages would
+    push a sample past the length a distillation forward takes)."""
     rng = random.Random(seed)
     pool = [d for r in rows for d in r.documents]
+    fits = [r for r in rows if len(r.documents[0]) <= max_chars]
+    if len(fits) < len(rows):
+        logger.warning(
+            "%d of %d RAG rows have a gold document over %d characters; left out of distillation.",
+            len(rows) - len(fits),
+            len(rows),
+            max_chars,
+        )
     out = []
-    for row in rows:
-        docs = list(row.documents[:1]) + [d for d in rng.sample(pool, k) if d not in row.documents][: k - 1]
+    for row in fits:
+        docs = list(row.documents[:1])
+        for d in rng.sample(pool, k):
+            if len(docs) < k and d not in row.documents and sum(map(len, docs)) + len(d) <= max_chars:
+                docs.append(d)
         rng.shuffle(docs)
         out.append(replace(row, documents=tuple(docs)))
     return out

@@ -185,3 +185,19 @@ def test_model_null_trains_the_untrained_default(
     assert _base(plan) == str(tiny_llama_dir)
     plan.model = None
     assert _base(plan) == str(tiny_llama_dir)
+
+
+def test_distractors_keep_samples_within_the_character_budget(caplog) -> None:
+    from egtlm_core.training import RAGRow
+    from egtlm_core.training.trainer import with_distractors
+
+    rows = [RAGRow(f"q{i}?", ("x" * (100 * (i + 1)),), "a") for i in range(6)] + [
+        RAGRow("long?", ("y" * 5000,), "a")
+    ]
+    with caplog.at_level("WARNING"):
+        out = with_distractors(rows, 3, seed=0, max_chars=700)
+    assert "1 of 7 RAG rows" in caplog.text  # said, not silently skipped
+    assert len(out) == 6 and all(sum(map(len, r.documents)) <= 700 for r in out)
+    for row, original in zip(out, rows, strict=False):
+        assert original.documents[0] in row.documents and len(set(row.documents)) == len(row.documents)
+    assert any(len(r.documents) > 1 for r in out)
