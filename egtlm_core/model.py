@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .config import EgtLMConfig
+from .embedding.answer_states import encode_answers
 from .embedding.encoding import (
     EmbeddingPass,
     TokenizedText,
@@ -40,6 +41,7 @@ from .modeling.attention import check_maskable
 from .rag.engine import SharedCacheRAG
 from .rag.index import DocumentIndex, ScoredDocument
 from .rag.kv_reuse import check_recompute_tokens
+from .rerank import PointwiseReranker, RankedDocument
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +238,7 @@ class EgtLM:
         convert_to_tensor: bool = False,
         show_progress_bar: bool | None = None,
         get_cache: bool = False,
+        method: str = "pool",
         **kwargs: Any,
     ) -> Any:
         """Embed texts: float32 [n, d] (L2-normalised by default); a single string gives [d].
@@ -243,7 +246,28 @@ class EgtLM:
         `instruction` is a finished prefix (e.g. "<|user|>\\n...\\n<|embed|>\\n"); it takes part in
         attention but not in mean-type pooling. With `get_cache=True` also returns one KV cache per
         text (padding removed, in input order).
+
+        `method="answer"` embeds InBedder-style: `instruction` is a question about each text, the
+        model answers it greedily and the vector comes from the answer's hidden states (options
+        `layer`, `answer_tokens`, `pool`, `answer_template`, `return_answers`; see
+        `embedding/answer_states.py`).
         """
+        if method == "answer":
+            return encode_answers(
+                self._generator(),
+                self.tokenizer,
+                texts,
+                instruction,
+                normalize=self.config.normalize,
+                batch_size=batch_size or self.config.batch_size,
+                max_length=max_length or self.config.max_length,
+                convert_to_tensor=convert_to_tensor,
+                show_progress_bar=show_progress_bar,
+                dim=dim,
+                **kwargs,
+            )
+        if method != "pool":
+            raise ValueError(f"Unknown encode method {method!r}; expected 'pool' or 'answer'.")
         items, single = check_texts(texts)
         batch_size, max_length = self._encode_options(batch_size, max_length, dim, kwargs)
         # The tokenizer cannot take an empty batch; an empty list simply gives an empty [0, d] array.
@@ -360,6 +384,20 @@ class EgtLM:
         """The pooling settings to embed documents from their capture pass (one forward per
         document at indexing), or None where documents are embedded in a pass of their own."""
         return self._embedding_pass() if self.config.document_context == "rag" else None
+
+    # --- reranking --------------------------------------------------------------------------------
+    def rerank(
+        self, query: str, documents: Sequence[Any], top_n: int | None = None, **options: Any
+    ) -> list[RankedDocument]:
+        """Documents best first by the model's probability of "yes" to a relevance prompt.
+
+        `options` go to `rerank.PointwiseReranker` (prompt=RerankPrompt(...), batch_size,
+        max_document_tokens). Each result has `.index` (input position), `.score`, `.document`.
+
+        Example:
+            >>> m.rerank("capital of France?", ["Berlin is in Germany.", "Paris is in France."])[0].index
+        """
+        return PointwiseReranker(self._generator(), self.tokenizer, **options).rerank(query, documents, top_n)
 
     # --- generation -------------------------------------------------------------------------------
     def _generator(self) -> Any:
