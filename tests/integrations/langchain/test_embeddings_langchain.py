@@ -190,6 +190,6 @@ def test_default_embedder_and_chat_load_the_causal_lm_once():
 def test_public_api_is_pinned():
     import langchain_egtlm
 
-    assert langchain_egtlm.__all__ == ["ChatEgtLM", "EgtLMCacheRetriever", "EgtLMEmbeddings"]
+    assert langchain_egtlm.__all__ == ["ChatEgtLM", "EgtLMCacheRetriever", "EgtLMEmbeddings", "EgtLMReranker"]
     for name in langchain_egtlm.__all__:
         assert getattr(langchain_egtlm, name).__module__.startswith("langchain_egtlm.")
