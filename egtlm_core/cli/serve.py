@@ -1,0 +1,62 @@
+"""`egtlm serve [MODEL]`: the OpenAI-compatible server (docs/guide_server.md)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .options import _positive_int
+
+
+def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        parents=parents,
+        help="serve embeddings, chat and shared-cache RAG over OpenAI's API",
+        description="One process, one model, one shared KV cache: /v1/embeddings, /v1/chat/completions, "
+        "/v1/models, and egtlm's /v1/documents, /v1/retrieve, /v1/answer. The key also comes from "
+        "EGTLM_API_KEY.",
+    )
+    p.add_argument("model_arg", nargs="?", default=None, metavar="MODEL", help="as --model")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (not on /health)")
+    p.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at /metrics")
+    p.add_argument("--served-name", default=None, metavar="NAME", help="the model id clients send")
+    p.add_argument("--alias", action="append", default=[], metavar="NAME", help="another accepted model id")
+    p.add_argument(
+        "--max-batch", type=_positive_int, default=32, metavar="N", help="texts per embedding call"
+    )
+    p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="embedding batch wait")
+    p.add_argument(
+        "--max-generations",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="concurrent generations (default: 1 on CPU)",
+    )
+    p.add_argument("--max-tokens", type=_positive_int, default=4096, metavar="N")
+    p.add_argument("--max-request-bytes", type=_positive_int, default=4 << 20, metavar="N")
+    p.add_argument("--max-input-chars", type=_positive_int, default=20_000, metavar="N")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..server import ServerSettings, serve
+
+    settings = ServerSettings.from_env(
+        model=args.model_arg or args.model,
+        model_kwargs={"torch_dtype": args.dtype, "device": args.device},
+        served_name=args.served_name,
+        aliases=tuple(args.alias),
+        api_key=args.api_key,
+        metrics=args.metrics,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        generation_limit=args.max_generations,
+        max_tokens=args.max_tokens,
+        max_request_bytes=args.max_request_bytes,
+        max_input_chars=args.max_input_chars,
+    )
+    serve(settings, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    return 0
