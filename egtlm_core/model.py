@@ -253,6 +253,8 @@ class EgtLM:
         `embedding/answer_states.py`).
         """
         if method == "answer":
+            if get_cache:
+                raise TypeError("get_cache=True needs method='pool'; answer states come from generation.")
             return encode_answers(
                 self._generator(),
                 self.tokenizer,

@@ -117,6 +117,11 @@ def test_shapes_dim_tensor_and_normalisation(lm):
     torch.testing.assert_close(short.norm(dim=-1), torch.ones(4))
 
 
+def test_get_cache_is_refused(lm):
+    with pytest.raises(TypeError, match="get_cache"):
+        lm.encode(TEXTS, instruction=QUESTION, method="answer", get_cache=True)
+
+
 def test_long_inputs_are_truncated_with_a_warning(lm):
     with pytest.warns(UserWarning, match="truncated"):
         lm.encode(TEXTS[0], instruction=QUESTION, method="answer", max_length=4)
