@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from transformers.utils import logging as hf_logging
 
 from .. import __version__
-from . import chat, encode, evaluate, info, train
+from . import chat, encode, evaluate, info, mine, rag, serve, train
 from .options import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -32,7 +32,8 @@ from .options import (
 )
 
 logger = logging.getLogger(__name__)
-COMMANDS = (info, encode, chat, evaluate, train)  # each: register(subparsers, parents) + its cmd_ function
+# each: register(subparsers, parents) + its cmd_ function
+COMMANDS = (info, encode, chat, evaluate, train, mine, serve, rag)
 
 
 def build_parser() -> argparse.ArgumentParser:
