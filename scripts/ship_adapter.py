@@ -15,7 +15,13 @@ import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("adapter_config.json", "adapter_model.safetensors", "egtlm_config.json", "training_log.json")
+FILES = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "egtlm_config.json",
+    "training_log.json",
+    "train_config.json",
+)
 
 
 def plot(history: list[dict], out: Path) -> None:

@@ -1,0 +1,44 @@
+"""The default adapter shipped in the package: loads offline, embeds as its model card says."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from egtlm_core.loading.sources import PACKAGED_ADAPTER
+
+pytestmark = pytest.mark.slow
+
+shipped = pytest.mark.skipif(
+    not (PACKAGED_ADAPTER / "adapter_config.json").is_file(), reason="no adapter is shipped in this checkout"
+)
+
+
+@shipped
+def test_default_is_the_adapter_with_its_saved_settings(default_lm) -> None:
+    assert default_lm.source.kind == "peft"
+    saved = json.loads((PACKAGED_ADAPTER / "egtlm_config.json").read_text(encoding="utf-8"))
+    for name, value in saved.items():
+        assert getattr(default_lm.config, name) == value, name
+
+
+@shipped
+def test_stsb_dev_matches_the_model_card(default_lm) -> None:
+    """The selection score recorded at training (300 seeded STS-B dev pairs), within 0.01, after
+    float16 LoRA factors were merged into the packaged weights."""
+    from egtlm_core.evaluation import read_stsb, subsample
+    from egtlm_core.training.trainer import sts_dev
+
+    history = json.loads((PACKAGED_ADAPTER / "training_log.json").read_text(encoding="utf-8"))
+    card = max(h["stsb_dev"] for h in history if "stsb_dev" in h)
+    settings = json.loads((PACKAGED_ADAPTER / "train_config.json").read_text(encoding="utf-8"))
+    dev = subsample(read_stsb("dev"), settings["eval_pairs"], seed=settings["seed"])
+    assert abs(sts_dev(default_lm, dev) - card) <= 0.01
+
+
+def test_the_untrained_base_stays_available_by_name() -> None:
+    from egtlm_core import EgtLM
+
+    base = EgtLM("egtlm:base")
+    assert base.source.kind != "peft" and base.config.document_context == "instruction"
