@@ -29,6 +29,7 @@ from .streaming import StopFilter, _as_list, _in_slot, _stream
 __all__ = ["ChatResult", "ChatStream", "StopFilter", "_as_list", "generate_text", "stream_generate"]
 
 ROLES = ("system", "user", "assistant", "tool")
+MIN_SAMPLING_TEMPERATURE = 1e-4  # below it, decoding is greedy (the limit of sampling as T -> 0)
 
 
 @dataclass
@@ -115,7 +116,9 @@ def generation_config(
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"Need temperature ≥ 0 and 0 < top_p ≤ 1, got {temperature!r} and {top_p!r}.")
     eos = {tokenizer.eos_token_id, *(_as_list(model.generation_config.eos_token_id))} - {None}
-    sample = temperature > 0
+    # Sampling at a temperature this close to 0 is greedy decoding, and scores / 1e-300 overflow to
+    # inf, which makes the sampler fail on NaN probabilities (the server's schema fuzz found it).
+    sample = temperature >= MIN_SAMPLING_TEMPERATURE
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=sample,

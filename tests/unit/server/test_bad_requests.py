@@ -196,3 +196,12 @@ def test_schema_fuzz_finds_no_server_error(server):
         _fuzz(operation, server.url, failures)
     assert not failures, failures[:3]
     assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_a_temperature_near_zero_decodes_greedily(server):
+    """scores / 1e-300 overflow; the core treats such a temperature as greedy (found by the fuzz run)."""
+    body = {"model": MODEL, "messages": USER, "max_tokens": 4}
+    greedy = httpx.post(server.url + CHAT, json={**body, "temperature": 0}).json()
+    tiny = httpx.post(server.url + CHAT, json={**body, "temperature": 1e-300})
+    assert tiny.status_code == 200
+    assert tiny.json()["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
