@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from server_fixtures import F32, MODEL
 
 from egtlm_core import shared_lm
 from egtlm_core.server import BackgroundServer, ServerSettings
-
-MODEL = "tiny-egtlm"
-F32 = {"torch_dtype": "float32"}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from conftest import F32, MODEL  # type: ignore[import-not-found]
+from server_fixtures import F32, MODEL
 
 from egtlm_core.generation.limit import generation_limit
 from egtlm_core.server import BackgroundServer, ServerSettings

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from conftest import MODEL  # type: ignore[import-not-found]
+from server_fixtures import MODEL
 
 DOCS = [
     "Paris is the capital of France and its largest city.",
