@@ -344,10 +344,12 @@ class EgtLM:
             else [document_text(d) for d in documents]
         )
         if self.config.document_context == "instruction":
-            c = self.config
-            instruction = format_instruction(c.document_instruction, c.prompt_format, c.prompt_template)
-            return self.encode(texts, instruction=instruction, **kwargs)
+            return self.encode(texts, instruction=self._document_instruction(), **kwargs)
         return self._encode_rag_documents(texts, **kwargs)
+
+    def _document_instruction(self) -> str:
+        c = self.config
+        return format_instruction(c.document_instruction, c.prompt_format, c.prompt_template)
 
     def _encode_rag_documents(
         self,
@@ -376,9 +378,7 @@ class EgtLM:
         """Documents tokenized as `encode_documents` embeds them (training's document side uses it)."""
         limit = self.config.max_length if max_length is None else max_length
         if self.config.document_context == "instruction":
-            c = self.config
-            instruction = format_instruction(c.document_instruction, c.prompt_format, c.prompt_template)
-            return self.embedding_inputs(texts, instruction, limit)
+            return self.embedding_inputs(texts, self._document_instruction(), limit)
         return tokenize_after_prefix(self.tokenizer, texts, self.rag.default_prefix().token_ids, limit)
 
     @property

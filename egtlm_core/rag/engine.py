@@ -229,7 +229,8 @@ class SharedCacheRAG:
             vectors = self._capture_and_embed(texts, one_pass)
             capture_states = False  # done in the same forward
         replaced = index.upsert(doc_ids, texts, vectors, metadatas)
-        self.forget_states([d.text for d in replaced if d.text not in set(texts)], prefix)
+        kept = set(texts)  # replaced by the same text: its states stay valid
+        self.forget_states([d.text for d in replaced if d.text not in kept], prefix)
         if capture_states:
             self.store_states(texts, prefix)
         return doc_ids

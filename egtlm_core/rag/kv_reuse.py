@@ -266,6 +266,7 @@ class KVReuser:
         too_long: list[int] = []
         todo: dict[CacheKey, Segment] = {}
         keys_of: list[CacheKey | None] = []
+        stored: set[CacheKey] = set()  # already in the store: captured again only for their vector
         for i, segment in enumerate(segments):
             keys_of.append(None)
             if isinstance(limit, int) and len(prefix.token_ids) + len(segment.token_ids) >= limit:
@@ -274,8 +275,9 @@ class KVReuser:
             key = keys_of[i] = self.key(segment, prefix)
             if key in todo or self._usable(self._tier(segment).get(key), segment):
                 stats.hits += 1
-                if pooling is not None:
-                    todo.setdefault(key, segment)  # its vector comes from a capture pass too
+                if pooling is not None and key not in todo:  # its vector comes from a capture pass too
+                    todo[key] = segment
+                    stored.add(key)
             else:
                 stats.misses += 1
                 todo[key] = segment
@@ -294,7 +296,8 @@ class KVReuser:
                 meta=meta,
                 pooling=pooling,
             ):
-                self._tier(pending[i]).put(keys[i], entry)
+                if keys[i] not in stored:
+                    self._tier(pending[i]).put(keys[i], entry)
                 found[keys[i]] = vector
         if too_long:
             warnings.warn(

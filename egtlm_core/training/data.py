@@ -134,20 +134,26 @@ def _messages(value: Any, where: str) -> tuple[dict[str, str], ...]:
     return tuple({"role": m["role"], "content": m["content"]} for m in value)
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[Row]:
-    """Rows of a GritLM-style JSON lines file; blank lines are allowed, malformed ones are errors."""
+def json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
+    """("file:line", value) of each non-blank line of a JSON lines file; invalid JSON is an error
+    that names the file and line."""
     path = Path(path)
-    rows: list[Row] = []
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
             try:
-                data = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as e:
                 raise invalid(where, f"not valid JSON ({e.msg}).") from e
-            rows += parse_row(data, where)
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Row]:
+    """Rows of a GritLM-style JSON lines file; blank lines are allowed, malformed ones are errors."""
+    rows: list[Row] = []
+    for where, data in json_lines(path):
+        rows += parse_row(data, where)
     return rows
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..embedding.prompts import document_text, format_instruction
 from ..evaluation.retrieval import top_k
-from .data import invalid
+from .data import invalid, json_lines
 
 logger = logging.getLogger(__name__)
 
@@ -83,19 +83,10 @@ def _query(lm: Any, query: Any) -> tuple[str, str]:
 def read_mining_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """{query, pos} rows of a JSON lines file (pos: a text or a list); extra keys are kept."""
     rows = []
-    path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise invalid(where, f"not valid JSON ({e.msg}).") from e
-            if not isinstance(row, dict) or "query" not in row or not row.get("pos"):
-                raise invalid(where, 'expected a JSON object with "query" and a non-empty "pos".')
-            rows.append({**row, "pos": row["pos"] if isinstance(row["pos"], list) else [row["pos"]]})
+    for where, row in json_lines(path):
+        if not isinstance(row, dict) or "query" not in row or not row.get("pos"):
+            raise invalid(where, 'expected a JSON object with "query" and a non-empty "pos".')
+        rows.append({**row, "pos": row["pos"] if isinstance(row["pos"], list) else [row["pos"]]})
     return rows
 
 

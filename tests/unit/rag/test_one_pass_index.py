@@ -81,7 +81,11 @@ def test_one_pass_truncates_the_vector_not_the_states(tiny_llama_dir) -> None:
 def test_reindexing_stored_documents_still_gives_their_vectors(tiny_llama_dir) -> None:
     m = load(tiny_llama_dir, document_context="rag")
     m.index(DOCS, ids=["a", "b", "c"])
+    store, puts = m.rag.store, []
+    put = store.put
+    store.put = lambda key, entry: (puts.append(key), put(key, entry))[1]  # type: ignore[method-assign]
     m.index(DOCS, ids=["a", "b", "c"])  # replaced by the same texts: states kept, vectors recomputed
+    assert puts == []  # stored states are not written again
     head = m.rag.default_prefix()
     for text in DOCS:
         segment = Segment(tuple(m.tokenizer(text, add_special_tokens=False)["input_ids"]), text=text)
