@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-LOSSES = ("contrastive", "cosent", "margin", "generative", "distill")
+LOSSES = ("contrastive", "cosent", "margin", "generative", "distill", "anchor")
 
 
 @dataclass
@@ -58,6 +58,8 @@ class TrainConfig:
     max_length: int = 256  # tokens per embedded text
     eval_steps: int = 50
     eval_pairs: int = 500  # STS-B dev pairs scored at each evaluation (checkpoint selection)
+    generation_probe: int = 0  # NQ dev questions answered at each evaluation (0: no probe)
+    generation_floor: float = 0.9  # a selected checkpoint keeps this share of the base's probe F1
     seed: int = 0
     bf16: bool | None = None  # None: where the CPU/GPU has it
     gradient_checkpointing: bool = False
@@ -72,6 +74,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.generation_probe, int) or self.generation_probe < 0:
+            raise ValueError(
+                f"generation_probe must be a count of questions >= 0, got {self.generation_probe!r}."
+            )
+        if not 0 <= self.generation_floor <= 1:
+            raise ValueError(f"generation_floor must be in [0, 1], got {self.generation_floor!r}.")
         if not 0 < self.temperature <= 1:
             raise ValueError(f"temperature must be in (0, 1], got {self.temperature!r}.")
 

@@ -235,7 +235,7 @@ def read_stsb_pairs(split: str = "train", root: str | os.PathLike[str] | None = 
     return [ScoredPairRow(p.text1, p.text2, p.score) for p in read_stsb(split, root)]
 
 
-def _nq_items(root: str | os.PathLike[str] | None, split: str) -> Iterator[dict[str, Any]]:
+def nq_items(root: str | os.PathLike[str] | None, split: str) -> Iterator[dict[str, Any]]:
     folder = _train(root) / f"nq-qed-{split}"
     for path in sorted(folder.glob("*.jsonlines")):
         with path.open(encoding="utf-8") as f:
@@ -251,14 +251,25 @@ def _nq_items(root: str | os.PathLike[str] | None, split: str) -> Iterator[dict[
 
 def read_nq(root: str | os.PathLike[str] | None = None, split: str = "train") -> list[Triplet]:
     """Natural Questions (QED): question -> its answer passage, CC BY-SA 3.0."""
-    return [Triplet(i["question_text"], i["paragraph_text"]) for i in _nq_items(root, split)]
+    return [Triplet(i["question_text"], i["paragraph_text"]) for i in nq_items(root, split)]
+
+
+def nq_answers(item: dict[str, Any]) -> list[str]:
+    """The short answers of one NQ (QED) item, shortest first, deduplicated: `answer_text` in the
+    train files, every annotator's spans (`original_nq_answers`) in the dev file."""
+    texts = list(item.get("answer_text") or [])
+    texts += [
+        " ".join(s["string"] for s in spans) for spans in item.get("original_nq_answers") or [] if spans
+    ]
+    return sorted(dict.fromkeys(a.strip() for a in texts if isinstance(a, str) and a.strip()), key=len)
 
 
 def read_nq_rag(root: str | os.PathLike[str] | None = None, split: str = "train") -> list[RAGRow]:
-    """NQ questions with their passage and short answer, for the block-attention distillation."""
+    """NQ questions with their passage and shortest short answer (None where no annotator gave
+    one), for block-attention distillation and the generation probe."""
     return [
-        RAGRow(i["question_text"], (i["paragraph_text"],), (i.get("answer_text") or [None])[0])
-        for i in _nq_items(root, split)
+        RAGRow(i["question_text"], (i["paragraph_text"],), next(iter(nq_answers(i)), None))
+        for i in nq_items(root, split)
     ]
 
 

@@ -23,6 +23,7 @@ from ..evaluation import read_stsb, subsample
 from ..loading.devices import cpu_auto_dtype_and_reason
 from ..model import EgtLM
 from .config import TrainConfig
+from .probe import GenerationProbe
 from .trainer import (
     MixedBatches,
     TrainResult,
@@ -46,6 +47,7 @@ class Selection:
     best_step: int = 0
     best_stsb_dev: float = -math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
+    generation_base: float | None = None  # the untrained model's probe F1 (percent)
 
     @classmethod
     def resume(cls, out: Path, checkpoint_step: int | None) -> Selection:
@@ -55,17 +57,42 @@ class Selection:
             return cls(path)
         data = json.loads(path.read_text(encoding="utf-8"))
         history = [h for h in data["history"] if h["step"] <= checkpoint_step]  # later steps are redone
-        return cls(path, int(data["best_step"]), float(data["best_stsb_dev"]), history)
+        base = data.get("generation_base")
+        return cls(path, int(data["best_step"]), float(data["best_stsb_dev"]), history, base)
 
     def record(self, entry: dict[str, Any]) -> None:
         self.history.append(entry)
         self.path.write_text(json.dumps(self.__dict__, default=str, indent=1), encoding="utf-8")
 
-    def improves(self, step: int, score: float) -> bool:
-        if score <= self.best_stsb_dev:
+    def improves(self, step: int, score: float, kept: bool = True) -> bool:
+        """A new best: a higher dev score at a step whose generation held up (`kept`)."""
+        if not kept or score <= self.best_stsb_dev:
             return False
         self.best_step, self.best_stsb_dev = step, score
         return True
+
+
+PROBE_FILE = "generation_probe.jsonl"  # the probe's answers at each evaluation, for reading
+
+
+def _probe(probe: GenerationProbe, lm: EgtLM, model: Any, out: Path, step: int) -> dict[str, Any]:
+    """Run the generation probe in eval mode; its answers are appended to `PROBE_FILE`."""
+    training = model.training
+    model.eval()
+    try:
+        result = probe.run(lm)
+    finally:
+        model.train(training)
+    with (out / PROBE_FILE).open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, **{k: result[k] for k in ("f1", "match", "answers")}}) + "\n")
+    logger.info(
+        "step %d: generation probe F1 %.1f, match %.1f (%.0f s)",
+        step,
+        result["f1"],
+        result["match"],
+        result["seconds"],
+    )
+    return result
 
 
 def last_checkpoint(folder: Path) -> int | None:
@@ -141,13 +168,27 @@ def train(plan: TrainConfig) -> TrainResult:
     checkpoint = last_checkpoint(out / "checkpoints")
     selection = Selection.resume(out, checkpoint)
 
+    probe = GenerationProbe.nq_dev(plan.generation_probe, plan.seed) if plan.generation_probe else None
+    if checkpoint is None:  # a fresh run: answers of an earlier one do not belong to it
+        (out / PROBE_FILE).unlink(missing_ok=True)
+    if probe is not None and selection.generation_base is None:
+        selection.generation_base = _probe(probe, lm, model, out, step=0)["f1"]
+
     def evaluate(step: int) -> None:
         model.eval()
         score = sts_dev(lm, dev)
+        entry: dict[str, Any] = {"step": step, "stsb_dev": score}
+        kept = True
+        if probe is not None and selection.generation_base is not None:
+            result = _probe(probe, lm, model, out, step)
+            entry["generation_f1"], entry["generation_match"] = result["f1"], result["match"]
+            kept = result["f1"] >= plan.generation_floor * selection.generation_base
         model.train()
-        selection.record({"step": step, "stsb_dev": score})
-        logger.info("step %d: STS-B dev Spearman %.4f", step, score)
-        if selection.improves(step, score):
+        selection.record(entry)
+        logger.info(
+            "step %d: STS-B dev Spearman %.4f%s", step, score, "" if kept else " (generation not kept)"
+        )
+        if selection.improves(step, score, kept):
             save_trained(lm, model, plan, out / "best")
 
     class DevSelection(TrainerCallback):  # type: ignore[misc, valid-type]
@@ -194,7 +235,13 @@ def train(plan: TrainConfig) -> TrainResult:
     )
     try:
         trainer.train(resume_from_checkpoint=True if checkpoint is not None else None)
-        if not (out / "best").is_dir():  # no evaluation ran (max_steps < eval_steps): the last step
+        if not (out / "best").is_dir():  # no evaluation ran, or none kept generation: the last step
+            if selection.history and probe is not None:
+                logger.warning(
+                    "No checkpoint kept %.0f %% of the base's generation probe F1; the output is the last "
+                    "step and should not be shipped.",
+                    100 * plan.generation_floor,
+                )
             save_trained(lm, model, plan, out / "best")
     finally:  # LoRA was injected into the process-wide model: take it out again
         if hasattr(model, "unload"):

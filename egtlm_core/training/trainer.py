@@ -26,7 +26,7 @@ from ..model import EgtLM
 from .config import SourceSpec, TrainConfig
 from .data import DOCUMENT, QUERY, ChatRow, RAGRow, Row, ScoredPairRow, Triplet, load_source
 from .losses import cosent, distillation_kl, info_nce, margin_loss, next_token_loss
-from .passes import block_logits, chat_batch, embed, rag_sample
+from .passes import block_logits, chat_batch, chat_labels, embed, rag_sample
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class MixedBatches(IterableDataset):
             yield {"size": torch.zeros(len(take)), "source": i, "loss": spec.loss, "rows": batch}
 
 
+ANCHOR_MAX_TOKENS = 1024  # a conversation's tokens in one anchor forward
 MAX_RAG_CHARS = 3000  # a distillation sample's documents (~750 tokens), inside rag_sample's 1,024
 
 
@@ -92,9 +93,16 @@ class UnifiedTrainer:
         """The loss of one single-source batch, also kept per source for the log."""
         value = self._loss(batch["loss"], batch["rows"])
         index = batch.get("source")
-        name = self.plan.sources[index].name if index is not None else batch["loss"]
-        self.recent.setdefault(Path(name).stem, []).append(float(value.detach()))
+        name = self._log_name(index) if index is not None else batch["loss"]
+        self.recent.setdefault(name, []).append(float(value.detach()))
         return value
+
+    def _log_name(self, index: int) -> str:
+        """A source's name in the log: its set, and its loss where one set feeds two losses."""
+        spec = self.plan.sources[index]
+        stem = Path(spec.name).stem
+        shared = sum(Path(s.name).stem == stem for s in self.plan.sources) > 1
+        return f"{stem}_{spec.loss}" if shared else stem
 
     def drain(self) -> dict[str, float]:
         """Mean loss per source since the last call (`loss/<source>`): with one source per step the
@@ -120,6 +128,8 @@ class UnifiedTrainer:
             return next_token_loss(logits, inputs["labels"])
         if kind == "distill":
             return torch.stack([self._distill(r) for r in rows]).mean()
+        if kind == "anchor":
+            return torch.stack([self._anchor(r) for r in rows]).mean()
         raise ValueError(f"Unknown loss {kind!r}.")
 
     def _contrastive(self, rows: list[Triplet]) -> torch.Tensor:
@@ -146,11 +156,28 @@ class UnifiedTrainer:
         mask[0, -1] = False  # the last position predicts past the answer's end
         return distillation_kl(student, teacher, mask, self.plan.distill_temperature)
 
+    def _anchor(self, row: RAGRow | ChatRow) -> torch.Tensor:
+        """KL to the frozen base at every position of a full causal pass over a RAG prompt (as the
+        generator lays it out) or a conversation: keeps the next-token distribution that embedding
+        losses would otherwise drift, on the prompts users send."""
+        if isinstance(row, RAGRow):
+            ids = rag_sample(self.lm, row)[0]
+        else:
+            ids = chat_labels(self.lm.tokenizer, row.messages, ANCHOR_MAX_TOKENS)[0]
+        with torch.no_grad(), self._teacher():
+            teacher = block_logits(self.model, ids, None, len(ids))
+        student = block_logits(self.model, ids, None, len(ids))
+        mask = torch.ones(1, len(ids), dtype=torch.bool, device=student.device)
+        mask[0, -1] = False  # the last position predicts past the sample
+        return distillation_kl(student, teacher, mask, self.plan.distill_temperature)
+
     def _teacher(self) -> Any:
         """The frozen base: the peft model with its adapter switched off."""
         disable = getattr(self.model, "disable_adapter", None)
         if disable is None:
-            raise ValueError("The distill loss needs LoRA training (the base model is the teacher).")
+            raise ValueError(
+                "The distill and anchor losses need LoRA training (the base model is the teacher)."
+            )
         return disable()
 
 
@@ -170,6 +197,7 @@ ROW_KINDS: dict[str, tuple[type, ...]] = {
     "cosent": (ScoredPairRow,),
     "generative": (ChatRow, RAGRow),
     "distill": (RAGRow,),
+    "anchor": (RAGRow, ChatRow),
 }
 
 
@@ -195,7 +223,7 @@ def load_sources(plan: TrainConfig) -> list[tuple[SourceSpec, list[Row]]]:
         check_rows(spec, rows)
         if spec.limit is not None:
             rows = subsample(rows, spec.limit, seed=plan.seed + i)
-        if spec.loss == "distill":
+        if spec.loss in ("distill", "anchor"):
             rows = with_distractors(rows, plan.rag_documents, plan.seed)
         logger.info("%s: %d rows (%s loss, weight %s)", spec.name, len(rows), spec.loss, spec.weight)
         out.append((spec, rows))
