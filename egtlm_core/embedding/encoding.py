@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from ..modeling.attention import embedding_attention_mask, position_ids_for
-from ..modeling.compat import cache_kwarg, layer_states
+from ..modeling.compat import cache_kwarg, expanded_cache, layer_states
 from .pooling import pool
 
 logger = logging.getLogger(__name__)
@@ -213,11 +213,7 @@ class EmbeddingPass:
             ids, attention, content = pad_batch(items, self.pad_id, self.padding_side, device)
             hidden, _ = forward_states(self.body, ids, attention, self.causal, use_cache=False)
             return pool(hidden, attention, content, self.pooling)
-        states = [
-            (k.expand(len(items), -1, -1, -1), v.expand(len(items), -1, -1, -1))
-            for k, v in layer_states(prefix_cache)
-        ]
-        cache = DynamicCache(ddp_cache_data=states, config=self.body.config)
+        cache = expanded_cache(prefix_cache, len(items), self.body.config)
         rest = [TokenizedText(it.ids[shared:], it.content_start - shared) for it in items]
         ids, attention, content = pad_batch(rest, self.pad_id, "right", device)
         keys = torch.cat((torch.ones(len(items), shared, dtype=attention.dtype, device=device), attention), 1)

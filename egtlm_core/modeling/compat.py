@@ -30,3 +30,14 @@ def layer_states(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
             raise ValueError(f"Cache layer {i} ({type(layer).__name__}) holds no key/value states.")
         out.append((keys, values))
     return out
+
+
+def expanded_cache(prefix: Any | None, batch: int, config: Any) -> Any:
+    """A new `DynamicCache` holding `prefix`'s states once per row (views: `prefix` is never written
+    to, and gradients through the views reach it); an empty one without a prefix."""
+    from transformers import DynamicCache
+
+    if prefix is None:
+        return DynamicCache(config=config)
+    data = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layer_states(prefix)]
+    return DynamicCache(ddp_cache_data=data, config=config)

@@ -22,7 +22,7 @@ from transformers import DynamicCache
 from ..cache import KVEntry
 from ..embedding.pooling import pool
 from ..modeling.attention import embedding_attention_mask
-from ..modeling.compat import cache_kwarg, layer_states
+from ..modeling.compat import cache_kwarg, expanded_cache, layer_states
 from .segment_plan import Segment
 
 PaddingSide = Literal["left", "right"]
@@ -85,14 +85,6 @@ def _pad(
     return ids, positions, real
 
 
-def _batch_cache(prefix_cache: DynamicCache | None, batch: int, config: Any) -> DynamicCache:
-    """A fresh cache holding the prefix's states once per row (the stored prefix is never touched)."""
-    if prefix_cache is None:
-        return DynamicCache(config=config)
-    data = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layer_states(prefix_cache)]
-    return DynamicCache(ddp_cache_data=data, config=config)
-
-
 def capture_batch(
     body: Any,
     segments: Sequence[Segment],
@@ -144,7 +136,7 @@ def capture_pooled(
     if bidirectional:
         full = embedding_attention_mask(mask, causal=False, dtype=body.dtype)
         mask = full[:, :, start:, :]
-    cache = _batch_cache(prefix_cache, len(segments), body.config)
+    cache = expanded_cache(prefix_cache, len(segments), body.config)
     with torch.inference_mode():
         out = body(
             input_ids=ids.to(device),
