@@ -37,8 +37,7 @@ from ._messages import (
     parse_tool_calls,
     to_chat_messages,
     tool_specs,
-    tools_prompt,
-    with_tools_prompt,
+    with_tools,
 )
 from ._report import current_collector, report
 
@@ -134,8 +133,9 @@ class EgtLMLLM(FunctionCallingLLM):
         lm, messages = self.client, list(messages)
         max_new = kwargs.get("max_new_tokens", kwargs.get("max_tokens", self.max_new_tokens))
         tools, schema, names = kwargs.get("tools"), kwargs.get("schema"), None
+        chat = to_chat_messages(messages)
         if tools:
-            messages = with_tools_prompt(messages, tools_prompt(tools, bool(kwargs.get("tool_required"))))
+            chat = with_tools(chat, tools, bool(kwargs.get("tool_required")))
             names = {t["function"]["name"] for t in tools}
             schema = tool_call_schema(tools) if kwargs.get("tool_required") else None
         grammar = None if schema is None else json_grammar(lm.tokenizer, schema, model=lm.model)
@@ -149,7 +149,7 @@ class EgtLMLLM(FunctionCallingLLM):
             "recompute_tokens": kwargs.get("recompute_tokens", self.recompute_tokens),
             "logits_processor": None if grammar is None else [grammar.processor(max_new_tokens=max_new)],
         }
-        return _Call(lm, to_chat_messages(messages), options, names)
+        return _Call(lm, chat, options, names)
 
     def _response(self, call: _Call, result: Any, delta: str | None, reports: list | None) -> ChatResponse:
         stats = report(result, call.options["reuse_cache"])
