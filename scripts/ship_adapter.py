@@ -3,7 +3,8 @@
     python scripts/ship_adapter.py runs/default_grit [--name smollm2-grit]
 
 Only the adapter files travel (~10 MB: LoRA factors stored in float16): adapter_config.json
-(base "egtlm:default"), adapter_model.safetensors, egtlm_config.json, training_log.json. The curve goes to
+(base "egtlm:default"), adapter_model.safetensors, egtlm_config.json, training_log.json. The
+curve (loss; STS-B dev and the generation probe against the base's probe score) goes to
 docs/benchmarks/training_curve.png.
 """
 
@@ -24,7 +25,8 @@ FILES = (
 )
 
 
-def plot(history: list[dict], out: Path) -> None:
+def plot(history: list[dict], out: Path, generation_base: float | None = None) -> None:
+    """Mixed loss above; STS-B dev and (when the run had one) the generation probe below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,13 +34,20 @@ def plot(history: list[dict], out: Path) -> None:
 
     loss = [(h["step"], h["loss"]) for h in history if "loss" in h]
     dev = [(h["step"], h["stsb_dev"]) for h in history if "stsb_dev" in h]
-    fig, left = plt.subplots(figsize=(7, 3.6))
-    left.plot(*zip(*loss, strict=True), color="tab:blue", label="training loss (mixed)")
-    left.set_xlabel("step")
-    left.set_ylabel("loss", color="tab:blue")
-    right = left.twinx()
-    right.plot(*zip(*dev, strict=True), "o-", color="tab:red", label="STS-B dev Spearman")
-    right.set_ylabel("STS-B dev Spearman", color="tab:red")
+    probe = [(h["step"], h["generation_f1"]) for h in history if "generation_f1" in h]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.6), sharex=True)
+    top.plot(*zip(*loss, strict=True), color="tab:blue")
+    top.set_ylabel("training loss (mixed)")
+    bottom.plot(*zip(*dev, strict=True), "o-", color="tab:red")
+    bottom.set_ylabel("STS-B dev Spearman", color="tab:red")
+    bottom.set_xlabel("step")
+    if probe:
+        right = bottom.twinx()
+        right.plot(*zip(*probe, strict=True), "s--", color="tab:green")
+        if generation_base is not None:
+            right.axhline(generation_base, color="tab:green", linestyle=":", linewidth=1)
+            right.annotate("base", (probe[0][0], generation_base), color="tab:green", fontsize=8)
+        right.set_ylabel("generation probe token F1 (NQ dev)", color="tab:green")
     fig.suptitle("Default adapter: SmolLM2-135M-Instruct + LoRA r16, GRIT mix, CPU")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -63,7 +72,13 @@ def main() -> None:
     tensors = {k: v.half() for k, v in load_file(weights).items()}
     save_file(tensors, weights, metadata={"format": "pt"})
     history = json.loads((args.run / "training_log.json").read_text(encoding="utf-8"))
-    plot(history, ROOT / "docs" / "benchmarks" / "training_curve.png")
+    selection = args.run / "selection.json"
+    base = (
+        json.loads(selection.read_text(encoding="utf-8")).get("generation_base")
+        if selection.is_file()
+        else None
+    )
+    plot(history, ROOT / "docs" / "benchmarks" / "training_curve.png", base)
     size = sum(p.stat().st_size for p in target.iterdir())
     print(f"shipped {target.relative_to(ROOT)} ({size / 1e6:.1f} MB)")
 
