@@ -129,15 +129,16 @@ def block_mask(groups: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     return mask[None, None]
 
 
-def rag_sample(lm: EgtLM, row: RAGRow, max_length: int = 1024) -> tuple[list[int], list[int], int]:
-    """(ids, block groups, where the answer starts) of a RAG row in the default reuse layout."""
+def rag_sample(lm: EgtLM, row: RAGRow, max_length: int | None = 1024) -> tuple[list[int], list[int], int]:
+    """(ids, block groups, where the answer starts) of a RAG row in the default reuse layout; over
+    `max_length` tokens is an error (None: no limit, to measure a sample)."""
     plan = rag_layout(lm.tokenizer, row.question, list(row.documents))
     answer = row.answer or ""
     answer_ids = list(lm.tokenizer(answer + lm.tokenizer.eos_token, add_special_tokens=False)["input_ids"])
     ids = plan.token_ids + answer_ids
     groups = block_groups(plan) + [-1] * len(answer_ids)
     start = len(plan.token_ids)
-    if len(ids) > max_length:
+    if max_length is not None and len(ids) > max_length:
         raise ValueError(f"A RAG sample has {len(ids)} tokens, over max_length={max_length}; use fewer docs.")
     return ids, groups, start
 

@@ -225,7 +225,7 @@ def train(plan: TrainConfig) -> TrainResult:
         seed=plan.seed,
         disable_tqdm=False,
     )
-    sources = load_sources(plan)
+    sources = load_sources(plan, lm)
     trainer = _Trainer(
         model=model,
         args=args,

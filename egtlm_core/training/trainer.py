@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,29 +54,42 @@ class MixedBatches(IterableDataset):
 
 
 ANCHOR_MAX_TOKENS = 1024  # a conversation's tokens in one anchor forward
-MAX_RAG_CHARS = 3000  # a distillation sample's documents (~750 tokens), inside rag_sample's 1,024
+MAX_RAG_CHARS = 3000  # a distillation sample's documents: ~750 tokens of prose
+RAG_MAX_TOKENS = 1024  # a distillation or anchor sample's tokens (prompt + answer)
 
 
-def with_distractors(rows: list[RAGRow], k: int, seed: int, max_chars: int = MAX_RAG_CHARS) -> list[RAGRow]:
+def with_distractors(
+    rows: list[RAGRow],
+    k: int,
+    seed: int,
+    max_chars: int = MAX_RAG_CHARS,
+    fits: Callable[[RAGRow], bool] | None = None,
+) -> list[RAGRow]:
     """RAG rows with up to k - 1 other rows' documents added and the gold document at a random slot;
-    a distractor is added only while the documents stay within `max_chars` (long passages would
-    push a sample past the length a distillation forward takes)."""
+    a distractor is added only while the documents stay within `max_chars` and the sample `fits`
+    (its token count: dense text runs to ~2 characters a token), and a row whose gold document alone
+    does not is left out, with a warning."""
     rng = random.Random(seed)
     pool = [d for r in rows for d in r.documents]
-    fits = [r for r in rows if len(r.documents[0]) <= max_chars]
-    if len(fits) < len(rows):
+    fits = fits or (lambda row: True)
+    kept = [
+        r for r in rows if len(r.documents[0]) <= max_chars and fits(replace(r, documents=r.documents[:1]))
+    ]
+    if len(kept) < len(rows):
         logger.warning(
-            "%d of %d RAG rows have a gold document over %d characters; left out of distillation.",
-            len(rows) - len(fits),
+            "%d of %d RAG rows have a gold document over %d characters or the sample token budget; "
+            "left out of distillation.",
+            len(rows) - len(kept),
             len(rows),
             max_chars,
         )
     out = []
-    for row in fits:
+    for row in kept:
         docs = list(row.documents[:1])
         for d in rng.sample(pool, k):
             if len(docs) < k and d not in row.documents and sum(map(len, docs)) + len(d) <= max_chars:
-                docs.append(d)
+                if fits(replace(row, documents=(*docs, d))):
+                    docs.append(d)
         rng.shuffle(docs)
         out.append(replace(row, documents=tuple(docs)))
     return out
@@ -216,7 +229,12 @@ def check_rows(spec: SourceSpec, rows: Sequence[Any]) -> None:
         )
 
 
-def load_sources(plan: TrainConfig) -> list[tuple[SourceSpec, list[Row]]]:
+def load_sources(plan: TrainConfig, lm: EgtLM | None = None) -> list[tuple[SourceSpec, list[Row]]]:
+    """Every source's rows, checked against its loss; RAG rows get their distractors, kept within
+    the token length a distillation sample may have (`RAG_MAX_TOKENS`, measured with `lm`'s tokenizer)."""
+    fits = (
+        None if lm is None else (lambda row: len(rag_sample(lm, row, max_length=None)[0]) <= RAG_MAX_TOKENS)
+    )
     out = []
     for i, spec in enumerate(plan.sources):
         rows: list[Any] = load_source(spec.name)
@@ -224,7 +242,7 @@ def load_sources(plan: TrainConfig) -> list[tuple[SourceSpec, list[Row]]]:
         if spec.limit is not None:
             rows = subsample(rows, spec.limit, seed=plan.seed + i)
         if spec.loss in ("distill", "anchor"):
-            rows = with_distractors(rows, plan.rag_documents, plan.seed)
+            rows = with_distractors(rows, plan.rag_documents, plan.seed, fits=fits)
         logger.info("%s: %d rows (%s loss, weight %s)", spec.name, len(rows), spec.loss, spec.weight)
         out.append((spec, rows))
     return out

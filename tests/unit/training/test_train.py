@@ -201,3 +201,20 @@ def test_distractors_keep_samples_within_the_character_budget(caplog) -> None:
     for row, original in zip(out, rows, strict=False):
         assert original.documents[0] in row.documents and len(set(row.documents)) == len(row.documents)
     assert any(len(r.documents) > 1 for r in out)
+
+
+def test_distractors_keep_samples_within_the_token_budget(caplog) -> None:
+    """Characters are not tokens: a `fits` check (the sample's token count) bounds each sample too."""
+    from egtlm_core.training.trainer import with_distractors
+
+    rows = [RAGRow(f"q{i}?", (f"doc {i} " * 20,), "a") for i in range(6)] + [
+        RAGRow("dense?", ("z" * 50,), "a")
+    ]
+
+    def fits(row: RAGRow) -> bool:  # stands in for a token count: "z" counts 10 a character
+        return sum(len(d) * (10 if d.startswith("z") else 1) for d in row.documents) <= 300
+
+    with caplog.at_level("WARNING"):
+        out = with_distractors(rows, 3, seed=0, fits=fits)
+    assert "1 of 7 RAG rows" in caplog.text and len(out) == 6
+    assert all(fits(r) for r in out) and any(len(r.documents) > 1 for r in out)
