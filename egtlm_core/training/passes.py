@@ -129,7 +129,12 @@ def block_mask(groups: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     return mask[None, None]
 
 
-def rag_sample(lm: EgtLM, row: RAGRow, max_length: int | None = 1024) -> tuple[list[int], list[int], int]:
+SAMPLE_MAX_TOKENS = 1024  # a distillation or anchor sample's tokens (prompt + answer) in one forward
+
+
+def rag_sample(
+    lm: EgtLM, row: RAGRow, max_length: int | None = SAMPLE_MAX_TOKENS
+) -> tuple[list[int], list[int], int]:
     """(ids, block groups, where the answer starts) of a RAG row in the default reuse layout; over
     `max_length` tokens is an error (None: no limit, to measure a sample)."""
     plan = rag_layout(lm.tokenizer, row.question, list(row.documents))

@@ -4,9 +4,9 @@ Contrastive training moves the same weights the generator uses, and a checkpoint
 STS-B dev score can already repeat itself ("a tower tower in Paris"). The probe answers a fixed,
 seeded sample of Natural Questions *dev* questions from their gold passage, exactly as
 `EgtLM.answer` does for users (the default RAG prompt, full prefill, greedy), and scores a
-SQuAD-style token F1 (and match) against the short answers. The base model's score is measured once before
-training; selection keeps only checkpoints that hold a share of it (`TrainConfig.generation_floor`).
-Evaluation sets (XQuAD) are never read here.
+SQuAD-style token F1 (and match) against the short answers. The base model's score is measured
+once before training; selection keeps only checkpoints that hold a share of it
+(`TrainConfig.generation_floor`). Evaluation sets (XQuAD) are never read here.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ class GenerationProbe:
     def nq_dev(cls, size: int, seed: int = 0, root: Any = None) -> GenerationProbe:
         if size < 1:
             raise ValueError(f"A generation probe needs at least one question, got size={size!r}.")
-        items = [i for i in nq_items(root, "dev") if nq_answers(i)]
-        picked = subsample(items, size, seed=seed)
-        rows = tuple(RAGRow(i["question_text"], (i["paragraph_text"],), nq_answers(i)[0]) for i in picked)
-        return cls(rows, tuple(tuple(nq_answers(i)) for i in picked))
+        answered = [(i, golds) for i in nq_items(root, "dev") if (golds := tuple(nq_answers(i)))]
+        picked = subsample(answered, size, seed=seed)
+        rows = tuple(RAGRow(i["question_text"], (i["paragraph_text"],), golds[0]) for i, golds in picked)
+        return cls(rows, tuple(golds for _, golds in picked))
 
     def run(self, lm: Any) -> dict[str, Any]:
         """{"match": % of answers containing a gold span, "f1": mean token F1 (%), "answers", "seconds"}.

@@ -26,7 +26,7 @@ from ..model import EgtLM
 from .config import SourceSpec, TrainConfig
 from .data import DOCUMENT, QUERY, ChatRow, RAGRow, Row, ScoredPairRow, Triplet, load_source
 from .losses import cosent, distillation_kl, info_nce, margin_loss, next_token_loss
-from .passes import block_logits, chat_batch, chat_labels, embed, rag_sample
+from .passes import SAMPLE_MAX_TOKENS, block_logits, chat_batch, chat_labels, embed, rag_sample
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,7 @@ class MixedBatches(IterableDataset):
             yield {"size": torch.zeros(len(take)), "source": i, "loss": spec.loss, "rows": batch}
 
 
-ANCHOR_MAX_TOKENS = 1024  # a conversation's tokens in one anchor forward
 MAX_RAG_CHARS = 3000  # a distillation sample's documents: ~750 tokens of prose
-RAG_MAX_TOKENS = 1024  # a distillation or anchor sample's tokens (prompt + answer)
 
 
 def with_distractors(
@@ -176,7 +174,7 @@ class UnifiedTrainer:
         if isinstance(row, RAGRow):
             ids = rag_sample(self.lm, row)[0]
         else:
-            ids = chat_labels(self.lm.tokenizer, row.messages, ANCHOR_MAX_TOKENS)[0]
+            ids = chat_labels(self.lm.tokenizer, row.messages, SAMPLE_MAX_TOKENS)[0]
         with torch.no_grad(), self._teacher():
             teacher = block_logits(self.model, ids, None, len(ids))
         student = block_logits(self.model, ids, None, len(ids))
@@ -231,9 +229,11 @@ def check_rows(spec: SourceSpec, rows: Sequence[Any]) -> None:
 
 def load_sources(plan: TrainConfig, lm: EgtLM | None = None) -> list[tuple[SourceSpec, list[Row]]]:
     """Every source's rows, checked against its loss; RAG rows get their distractors, kept within
-    the token length a distillation sample may have (`RAG_MAX_TOKENS`, measured with `lm`'s tokenizer)."""
+    the token length a distillation sample may have (`SAMPLE_MAX_TOKENS`, measured with `lm`'s tokenizer)."""
     fits = (
-        None if lm is None else (lambda row: len(rag_sample(lm, row, max_length=None)[0]) <= RAG_MAX_TOKENS)
+        None
+        if lm is None
+        else (lambda row: len(rag_sample(lm, row, max_length=None)[0]) <= SAMPLE_MAX_TOKENS)
     )
     out = []
     for i, spec in enumerate(plan.sources):
