@@ -241,8 +241,10 @@ def load_sources(plan: TrainConfig, lm: EgtLM | None = None) -> list[tuple[Sourc
         check_rows(spec, rows)
         if spec.limit is not None:
             rows = subsample(rows, spec.limit, seed=plan.seed + i)
-        if spec.loss in ("distill", "anchor"):
-            rows = with_distractors(rows, plan.rag_documents, plan.seed, fits=fits)
+        rag = [r for r in rows if isinstance(r, RAGRow)]
+        if rag and spec.loss in ("distill", "anchor"):  # an anchor source may hold chats as well
+            chats = [r for r in rows if not isinstance(r, RAGRow)]
+            rows = chats + with_distractors(rag, plan.rag_documents, plan.seed, fits=fits)
         logger.info("%s: %d rows (%s loss, weight %s)", spec.name, len(rows), spec.loss, spec.weight)
         out.append((spec, rows))
     return out

@@ -215,3 +215,18 @@ def test_train_selects_only_checkpoints_that_keep_generation(
     assert result.best_step == 4  # the only step at >= 90 % of the base's 50
     probe_log = [json.loads(line) for line in (tmp_path / "out" / "generation_probe.jsonl").open()]
     assert [p["step"] for p in probe_log] == [0, 2, 4, 6]
+
+
+def test_an_anchor_source_may_mix_chats_and_rag_rows(tmp_path: Path) -> None:
+    from egtlm_core.training.trainer import load_sources
+
+    rows = [{"messages": list(CHAT.messages)}] + [
+        {"question": f"q{i}?", "documents": [f"passage {i}."], "answer": "a"} for i in range(3)
+    ]
+    path = tmp_path / "anchor.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    plan = TrainConfig(output_dir=str(tmp_path / "out"), sources=[{"name": str(path), "loss": "anchor"}])
+    ((_, loaded),) = load_sources(plan)
+    assert loaded[0] == CHAT  # chats pass through; RAG rows get distractors around their gold passage
+    assert len(loaded) == 4 and all(isinstance(r, RAGRow) for r in loaded[1:])
+    assert any(len(r.documents) > 1 for r in loaded[1:])
