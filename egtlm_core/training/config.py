@@ -60,6 +60,8 @@ class TrainConfig:
     eval_pairs: int = 500  # STS-B dev pairs scored at each evaluation (checkpoint selection)
     generation_probe: int = 0  # NQ dev questions answered at each evaluation (0: no probe)
     generation_floor: float = 0.9  # a selected checkpoint keeps this share of the base's probe F1
+    chat_probe: int = 0  # NQ dev questions asked without a passage at each evaluation (0: none)
+    chat_floor: float = 0.5  # a selected checkpoint's plain answers keep this token F1 with the base's
     seed: int = 0
     bf16: bool | None = None  # None: where the CPU/GPU has it
     gradient_checkpointing: bool = False
@@ -74,12 +76,13 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not isinstance(self.generation_probe, int) or self.generation_probe < 0:
-            raise ValueError(
-                f"generation_probe must be a count of questions >= 0, got {self.generation_probe!r}."
-            )
-        if not 0 <= self.generation_floor <= 1:
-            raise ValueError(f"generation_floor must be in [0, 1], got {self.generation_floor!r}.")
+        for name in ("generation_probe", "chat_probe"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a count of questions >= 0, got {value!r}.")
+        for name in ("generation_floor", "chat_floor"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}.")
         if not 0 < self.temperature <= 1:
             raise ValueError(f"temperature must be in (0, 1], got {self.temperature!r}.")
 

@@ -1,9 +1,11 @@
 """Training rows and their readers: GritLM-style JSON lines, and the public sets in the shared data folder.
 
-Four row kinds, one per loss family:
+Row kinds, by loss family:
     {"query": q, "pos": [p, ...], "neg": [n, ...]}      -> Triplet (InfoNCE; a text may be [task, text])
     {"text1": a, "text2": b, "score": s}                 -> ScoredPairRow (CoSENT)
     {"messages": [{"role": ..., "content": ...}, ...]}   -> ChatRow (next-token loss on assistant turns)
+    {"messages": [..., {"role": "user", ...}]}           -> PromptRow (no answer yet: the anchor loss
+                                                            has the base model answer it first)
     {"question": q, "documents": [d, ...], "answer": a}  -> RAGRow (block-attention distillation)
 A malformed row raises `DataError` naming the file, the line and the problem; nothing is skipped.
 """
@@ -15,6 +17,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +52,20 @@ class ChatRow:
 
 
 @dataclass(frozen=True)
+class PromptRow:
+    """A conversation ending with the user's turn; `self_answers.answer_prompts` makes it a ChatRow."""
+
+    messages: tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True)
 class RAGRow:
     question: str
     documents: tuple[str, ...]
     answer: str | None = None
 
 
-Row = Triplet | ScoredPairRow | ChatRow | RAGRow
+Row = Triplet | ScoredPairRow | ChatRow | PromptRow | RAGRow
 
 
 def invalid(where: str, problem: str) -> DataError:
@@ -102,7 +112,8 @@ def parse_row(data: Any, where: str) -> list[Row]:
             raise invalid(where, f"score must be a number, got {score!r}.")
         return [ScoredPairRow(a, b, float(score))]
     if "messages" in data:
-        return [ChatRow(_messages(data["messages"], where))]
+        messages = _messages(data["messages"], where)
+        return [PromptRow(messages) if messages[-1]["role"] == "user" else ChatRow(messages)]
     if "question" in data:
         question, docs, answer = data.get("question"), data.get("documents"), data.get("answer")
         if not isinstance(question, str) or not question.strip():
@@ -129,8 +140,12 @@ def _messages(value: Any, where: str) -> tuple[dict[str, str], ...]:
             for m in value
         )
     )
-    if not ok or not any(m["role"] == "assistant" for m in value):
-        raise invalid(where, "messages must be role/content dicts with at least one assistant turn.")
+    if not ok or not (value[-1]["role"] == "user" or any(m["role"] == "assistant" for m in value)):
+        raise invalid(
+            where,
+            "messages must be role/content dicts with an assistant turn (a conversation to learn) or "
+            "ending with a user turn (a prompt the anchor loss has the base model answer).",
+        )
     return tuple({"role": m["role"], "content": m["content"]} for m in value)
 
 
@@ -342,6 +357,27 @@ def read_zh_stsb_pairs(root: str | os.PathLike[str] | None = None) -> list[Score
     return [ScoredPairRow(p.text1, p.text2, p.score) for p in read_zh_stsb("train", root)]
 
 
+# Requests over MultiNLI premises, so plain-chat anchoring sees instructions as well as questions.
+_REQUESTS = (
+    "Rewrite this sentence in simpler words: {}",
+    "Write one sentence that follows from this: {}",
+    "What is this sentence about? {}",
+    "Continue this text with one more sentence: {}",
+)
+
+
+def read_chat_prompts(root: str | os.PathLike[str] | None = None) -> list[PromptRow]:
+    """Plain prompts without documents, for the base model to answer (`PromptRow`): NQ *train*
+    questions, PubMedQA questions and short requests over MultiNLI dev premises, interleaved."""
+    questions = [i["question_text"].strip() for i in nq_items(root, "train")]
+    path = _train(root) / "pubmedqa-pqal" / "ori_pqal.json"
+    medical = [v["QUESTION"].strip() for v in json.loads(path.read_text(encoding="utf-8")).values()]
+    premises = list(dict.fromkeys(t.query for t in read_mnli(root) if isinstance(t.query, str)))
+    requests = [_REQUESTS[i % len(_REQUESTS)].format(p) for i, p in enumerate(premises)]
+    texts = [t for group in zip_longest(questions, medical, requests) for t in group if t]
+    return [PromptRow(({"role": "user", "content": t},)) for t in dict.fromkeys(texts)]
+
+
 def read_zh_retrieval(root: str | os.PathLike[str] | None = None) -> list[Row]:
     """2,701 Chinese {query, pos, neg} rows (research use only). Their texts are Chinese STS-B train
     sentences, a few hundred of which also occur in its test split: a zh STS-B test score after
@@ -356,6 +392,7 @@ READERS = {
     "stsb": read_stsb_pairs,
     "nq": read_nq,
     "nq_rag": read_nq_rag,
+    "chat_prompts": read_chat_prompts,
     "pubmedqa": read_pubmedqa,
     "scifact": read_scifact_train,
     "covid_qa": read_covid_qa,

@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from ..evaluation import read_stsb, subsample
 from ..loading.devices import cpu_auto_dtype_and_reason
 from ..model import EgtLM
 from .config import TrainConfig
-from .probe import GenerationProbe
+from .probe import ChatProbe, GenerationProbe
 from .trainer import (
     MixedBatches,
     TrainResult,
@@ -48,6 +49,7 @@ class Selection:
     best_stsb_dev: float = -math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
     generation_base: float | None = None  # the untrained model's probe F1 (percent)
+    chat_base: list[str] | None = None  # the untrained model's answers to the chat probe
 
     @classmethod
     def resume(cls, out: Path, checkpoint_step: int | None) -> Selection:
@@ -57,8 +59,8 @@ class Selection:
             return cls(path)
         data = json.loads(path.read_text(encoding="utf-8"))
         history = [h for h in data["history"] if h["step"] <= checkpoint_step]  # later steps are redone
-        base = data.get("generation_base")
-        return cls(path, int(data["best_step"]), float(data["best_stsb_dev"]), history, base)
+        base, chat = data.get("generation_base"), data.get("chat_base")
+        return cls(path, int(data["best_step"]), float(data["best_stsb_dev"]), history, base, chat)
 
     def record(self, entry: dict[str, Any]) -> None:
         self.history.append(entry)
@@ -93,6 +95,24 @@ def _probe(probe: GenerationProbe, lm: EgtLM, model: Any, out: Path, step: int) 
         result["seconds"],
     )
     return result
+
+
+def _chat_probe(
+    probe: ChatProbe, lm: EgtLM, out: Path, step: int, base: list[str] | None
+) -> tuple[list[str], float]:
+    """The chat probe's answers (appended to `PROBE_FILE`) and their agreement with `base`'s."""
+    start = time.perf_counter()
+    answers = probe.answers(lm)
+    agreement = 100.0 if base is None else probe.agreement(answers, base)
+    with (out / PROBE_FILE).open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, "chat_agreement": agreement, "chat_answers": answers}) + "\n")
+    logger.info(
+        "step %d: chat probe agreement with the base %.1f (%.0f s)",
+        step,
+        agreement,
+        time.perf_counter() - start,
+    )
+    return answers, agreement
 
 
 def last_checkpoint(folder: Path) -> int | None:
@@ -162,17 +182,22 @@ def train(plan: TrainConfig) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(run_config(plan), indent=2), encoding="utf-8")
     lm = EgtLM(_base(plan), torch_dtype="float32", **plan.model_settings)
+    checkpoint = last_checkpoint(out / "checkpoints")
+    if checkpoint is None:  # a fresh run: answers of an earlier one do not belong to it
+        (out / PROBE_FILE).unlink(missing_ok=True)
+        shutil.rmtree(out / "self_answers", ignore_errors=True)
+    sources = load_sources(plan, lm)  # before LoRA: prompts are answered by the base model
     model = _wrap(lm, plan)
     unified = UnifiedTrainer(lm, model, plan)
     dev = subsample(read_stsb("dev"), plan.eval_pairs, seed=plan.seed)
-    checkpoint = last_checkpoint(out / "checkpoints")
     selection = Selection.resume(out, checkpoint)
 
     probe = GenerationProbe.nq_dev(plan.generation_probe, plan.seed) if plan.generation_probe else None
-    if checkpoint is None:  # a fresh run: answers of an earlier one do not belong to it
-        (out / PROBE_FILE).unlink(missing_ok=True)
+    chat = ChatProbe.nq_dev(plan.chat_probe, plan.seed) if plan.chat_probe else None
     if probe is not None and selection.generation_base is None:
         selection.generation_base = _probe(probe, lm, model, out, step=0)["f1"]
+    if chat is not None and selection.chat_base is None:
+        selection.chat_base = _chat_probe(chat, lm, out, step=0, base=None)[0]
 
     def evaluate(step: int) -> None:
         model.eval()
@@ -183,6 +208,9 @@ def train(plan: TrainConfig) -> TrainResult:
             result = _probe(probe, lm, model, out, step)
             entry["generation_f1"], entry["generation_match"] = result["f1"], result["match"]
             kept = result["f1"] >= plan.generation_floor * selection.generation_base
+        if chat is not None and selection.chat_base is not None:
+            entry["chat_agreement"] = _chat_probe(chat, lm, out, step, selection.chat_base)[1]
+            kept = kept and entry["chat_agreement"] >= 100 * plan.chat_floor
         model.train()
         selection.record(entry)
         logger.info(
@@ -225,7 +253,6 @@ def train(plan: TrainConfig) -> TrainResult:
         seed=plan.seed,
         disable_tqdm=False,
     )
-    sources = load_sources(plan, lm)
     trainer = _Trainer(
         model=model,
         args=args,
@@ -236,11 +263,12 @@ def train(plan: TrainConfig) -> TrainResult:
     try:
         trainer.train(resume_from_checkpoint=True if checkpoint is not None else None)
         if not (out / "best").is_dir():  # no evaluation ran, or none kept generation: the last step
-            if selection.history and probe is not None:
+            if selection.history and (probe is not None or chat is not None):
                 logger.warning(
-                    "No checkpoint kept %.0f %% of the base's generation probe F1; the output is the last "
-                    "step and should not be shipped.",
+                    "No checkpoint kept generation (%.0f %% of the base's probe F1, chat agreement %.0f); "
+                    "the output is the last step and should not be shipped.",
                     100 * plan.generation_floor,
+                    100 * plan.chat_floor,
                 )
             save_trained(lm, model, plan, out / "best")
     finally:  # LoRA was injected into the process-wide model: take it out again

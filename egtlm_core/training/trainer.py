@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -24,9 +25,10 @@ from ..evaluation import evaluate_sts, subsample
 from ..loading.sources import DEFAULT_BASE, SETTINGS_FILE
 from ..model import EgtLM
 from .config import SourceSpec, TrainConfig
-from .data import DOCUMENT, QUERY, ChatRow, RAGRow, Row, ScoredPairRow, Triplet, load_source
+from .data import DOCUMENT, QUERY, ChatRow, PromptRow, RAGRow, Row, ScoredPairRow, Triplet, load_source
 from .losses import cosent, distillation_kl, info_nce, margin_loss, next_token_loss
 from .passes import SAMPLE_MAX_TOKENS, block_logits, chat_batch, chat_labels, embed, rag_sample
+from .self_answers import answer_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +210,7 @@ ROW_KINDS: dict[str, tuple[type, ...]] = {
     "cosent": (ScoredPairRow,),
     "generative": (ChatRow, RAGRow),
     "distill": (RAGRow,),
-    "anchor": (RAGRow, ChatRow),
+    "anchor": (RAGRow, ChatRow, PromptRow),
 }
 
 
@@ -229,7 +231,9 @@ def check_rows(spec: SourceSpec, rows: Sequence[Any]) -> None:
 
 def load_sources(plan: TrainConfig, lm: EgtLM | None = None) -> list[tuple[SourceSpec, list[Row]]]:
     """Every source's rows, checked against its loss; RAG rows get their distractors, kept within
-    the token length a distillation sample may have (`SAMPLE_MAX_TOKENS`, measured with `lm`'s tokenizer)."""
+    the token length a distillation sample may have (`SAMPLE_MAX_TOKENS`, measured with `lm`'s
+    tokenizer), and prompts get `lm`'s own answers (`self_answers`): call this before training
+    changes `lm`'s weights."""
     fits = (
         None
         if lm is None
@@ -241,13 +245,32 @@ def load_sources(plan: TrainConfig, lm: EgtLM | None = None) -> list[tuple[Sourc
         check_rows(spec, rows)
         if spec.limit is not None:
             rows = subsample(rows, spec.limit, seed=plan.seed + i)
-        rag = [r for r in rows if isinstance(r, RAGRow)]
-        if rag and spec.loss in ("distill", "anchor"):  # an anchor source may hold chats as well
-            chats = [r for r in rows if not isinstance(r, RAGRow)]
-            rows = chats + with_distractors(rag, plan.rag_documents, plan.seed, fits=fits)
+        if spec.loss in ("distill", "anchor"):  # an anchor source may mix chats, prompts and RAG rows
+            rows = _prepared(plan, lm, i, spec, rows, fits)
         logger.info("%s: %d rows (%s loss, weight %s)", spec.name, len(rows), spec.loss, spec.weight)
         out.append((spec, rows))
     return out
+
+
+def self_answer_cache(plan: TrainConfig, index: int, spec: SourceSpec) -> Path:
+    """Where source `index`'s base-model answers are kept for a resumed run."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(spec.name).stem)
+    return Path(plan.output_dir) / "self_answers" / f"{index}-{name}.jsonl"
+
+
+def _prepared(
+    plan: TrainConfig, lm: EgtLM | None, index: int, spec: SourceSpec, rows: list[Any], fits: Any
+) -> list[Any]:
+    rag = [r for r in rows if isinstance(r, RAGRow)]
+    prompts = [r for r in rows if isinstance(r, PromptRow)]
+    kept = [r for r in rows if isinstance(r, ChatRow)]
+    if prompts:
+        if lm is None:
+            raise ValueError(
+                f"Training set {spec.name!r} has prompts to answer; load_sources needs the model."
+            )
+        kept += answer_prompts(lm, prompts, self_answer_cache(plan, index, spec))
+    return kept + (with_distractors(rag, plan.rag_documents, plan.seed, fits=fits) if rag else [])
 
 
 @dataclass

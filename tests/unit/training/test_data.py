@@ -44,7 +44,7 @@ def test_every_row_kind(tmp_path: Path) -> None:
         ('{"query": "q", "pos": []}', "pos: the list is empty"),
         ('{"query": "", "pos": ["p"]}', "query: expected a non-empty string"),
         ('{"text1": "a", "text2": "b", "score": "high"}', "score must be a number"),
-        ('{"messages": [{"role": "user", "content": "hi"}]}', "at least one assistant turn"),
+        ('{"messages": [{"role": "system", "content": "hi"}]}', "ending with a user turn"),
         ('{"question": "q", "documents": []}', "documents must be a non-empty list"),
         ('{"foo": 1}', "unknown row"),
         ("[1, 2]", "expected a JSON object"),
