@@ -24,7 +24,6 @@ from .entry import CacheKey, KVEntry
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class CacheStats:
     """Counters of one tier (or, for a `TieredStore`, the store as a whole).
@@ -219,7 +218,7 @@ class TieredStore(CacheTier):
 
     @property
     def storage(self) -> str:
-        """"int8" when any tier quantizes: a hit may then come back dequantized."""
+        """ "int8" when any tier quantizes: a hit may then come back dequantized."""
         return "int8" if any(tier.storage == "int8" for tier in self.tiers) else "native"
 
     def contains(self, key: CacheKey) -> bool:

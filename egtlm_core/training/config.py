@@ -19,12 +19,14 @@ class SourceSpec:
     weight: float = 1.0  # share of batches drawn from this source
     limit: int | None = None  # at most this many rows (a seeded sample)
     batch_size: int | None = None  # rows per batch of this source (default: the run's batch_size)
+    scale: float = 1.0  # multiplier of this source's loss (`weight` sets how often it is drawn)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r} for {self.name!r}; expected one of {LOSSES}.")
-        if not self.weight > 0:
-            raise ValueError(f"weight of {self.name!r} must be > 0, got {self.weight!r}.")
+        for name in ("weight", "scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} of {self.name!r} must be > 0, got {getattr(self, name)!r}.")
 
 
 @dataclass

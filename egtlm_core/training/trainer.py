@@ -103,12 +103,14 @@ class UnifiedTrainer:
         self.recent: dict[str, list[float]] = {}  # per-source losses since the last `drain`
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The loss of one single-source batch, also kept per source for the log."""
+        """The loss of one single-source batch times its source's `scale`; the log keeps it unscaled,
+        per source. A KL anchor is ~0.1 where InfoNCE is ~1.5: under Adam, whose step size the large
+        gradients set, an unscaled anchor barely pulls (run 4 of the default recipe)."""
         value = self._loss(batch["loss"], batch["rows"])
         index = batch.get("source")
         name = self._log_name(index) if index is not None else batch["loss"]
         self.recent.setdefault(name, []).append(float(value.detach()))
-        return value
+        return value if index is None else value * self.plan.sources[index].scale
 
     def _log_name(self, index: int) -> str:
         """A source's name in the log: its set, and its loss where one set feeds two losses."""
