@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from egtlm_core import EgtLM
 from egtlm_core.training import ChatRow, RAGRow, TrainConfig, train
+from egtlm_core.training.config import SourceSpec
 from egtlm_core.training.data import nq_answers, read_nq_rag
 from egtlm_core.training.passes import rag_sample
 from egtlm_core.training.probe import GenerationProbe
@@ -230,3 +231,19 @@ def test_an_anchor_source_may_mix_chats_and_rag_rows(tmp_path: Path) -> None:
     assert loaded[0] == CHAT  # chats pass through; RAG rows get distractors around their gold passage
     assert len(loaded) == 4 and all(isinstance(r, RAGRow) for r in loaded[1:])
     assert any(len(r.documents) > 1 for r in loaded[1:])
+
+
+def test_a_sources_scale_multiplies_its_loss_and_the_log_keeps_it_unscaled(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    unified = _unified(tmp_path, tiny_llama_dir)
+    unified.plan.sources = [SourceSpec("nq_rag", loss="anchor", scale=5.0)]
+    unified.model.eval()
+    with torch.no_grad():
+        plain = float(unified.loss({"loss": "anchor", "rows": [RAG]}))
+        unified.drain()
+        scaled = float(unified.loss({"loss": "anchor", "rows": [RAG], "source": 0}))
+    assert plain > 0 and scaled == pytest.approx(5 * plain, rel=1e-5)
+    assert unified.drain() == {"loss/nq_rag": pytest.approx(plain, rel=1e-5)}
+    with pytest.raises(ValueError, match="scale of 'nq_rag' must be > 0"):
+        SourceSpec("nq_rag", loss="anchor", scale=0)
