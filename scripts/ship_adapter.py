@@ -25,8 +25,11 @@ FILES = (
 )
 
 
-def plot(history: list[dict], out: Path, generation_base: float | None = None) -> None:
-    """Mixed loss above; STS-B dev and (when the run had one) the generation probe below."""
+def plot(
+    history: list[dict], out: Path, generation_base: float | None = None, chat_floor: float | None = None
+) -> None:
+    """Mixed loss on top; STS-B dev and (when the run had one) the RAG generation probe in the middle;
+    the chat probe's agreement with the base model's plain answers (and the selection floor) below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,19 +38,29 @@ def plot(history: list[dict], out: Path, generation_base: float | None = None) -
     loss = [(h["step"], h["loss"]) for h in history if "loss" in h]
     dev = [(h["step"], h["stsb_dev"]) for h in history if "stsb_dev" in h]
     probe = [(h["step"], h["generation_f1"]) for h in history if "generation_f1" in h]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.6), sharex=True)
+    chat = [(h["step"], h["chat_agreement"]) for h in history if "chat_agreement" in h]
+    rows = 3 if chat else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(7, 2.8 * rows), sharex=True)
+    top, middle = axes[0], axes[1]
     top.plot(*zip(*loss, strict=True), color="tab:blue")
     top.set_ylabel("training loss (mixed)")
-    bottom.plot(*zip(*dev, strict=True), "o-", color="tab:red")
-    bottom.set_ylabel("STS-B dev Spearman", color="tab:red")
-    bottom.set_xlabel("step")
+    middle.plot(*zip(*dev, strict=True), "o-", color="tab:red")
+    middle.set_ylabel("STS-B dev Spearman", color="tab:red")
     if probe:
-        right = bottom.twinx()
+        right = middle.twinx()
         right.plot(*zip(*probe, strict=True), "s--", color="tab:green")
         if generation_base is not None:
             right.axhline(generation_base, color="tab:green", linestyle=":", linewidth=1)
             right.annotate("base", (probe[0][0], generation_base), color="tab:green", fontsize=8)
-        right.set_ylabel("generation probe token F1 (NQ dev)", color="tab:green")
+        right.set_ylabel("RAG probe token F1 (NQ dev)", color="tab:green")
+    if chat:
+        bottom = axes[2]
+        bottom.plot(*zip(*chat, strict=True), "d-", color="tab:purple")
+        if chat_floor is not None:
+            bottom.axhline(100 * chat_floor, color="tab:purple", linestyle=":", linewidth=1)
+            bottom.annotate("selection floor", (chat[0][0], 100 * chat_floor), color="tab:purple", fontsize=8)
+        bottom.set_ylabel("chat probe: F1 with base answers", color="tab:purple")
+    axes[-1].set_xlabel("step")
     fig.suptitle("Default adapter: SmolLM2-135M-Instruct + LoRA r16, GRIT mix, CPU")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -78,7 +91,8 @@ def main() -> None:
         if selection.is_file()
         else None
     )
-    plot(history, ROOT / "docs" / "benchmarks" / "training_curve.png", base)
+    settings = json.loads((args.run / "train_config.json").read_text(encoding="utf-8"))
+    plot(history, ROOT / "docs" / "benchmarks" / "training_curve.png", base, settings.get("chat_floor"))
     size = sum(p.stat().st_size for p in target.iterdir())
     print(f"shipped {target.relative_to(ROOT)} ({size / 1e6:.1f} MB)")
 
