@@ -86,11 +86,10 @@ def main() -> None:
     save_file(tensors, weights, metadata={"format": "pt"})
     history = json.loads((args.run / "training_log.json").read_text(encoding="utf-8"))
     selection = args.run / "selection.json"
-    base = (
-        json.loads(selection.read_text(encoding="utf-8")).get("generation_base")
-        if selection.is_file()
-        else None
-    )
+    chosen = json.loads(selection.read_text(encoding="utf-8")) if selection.is_file() else {}
+    chosen.pop("path", None)  # the run's own folder means nothing inside the package
+    (target / "selection.json").write_text(json.dumps(chosen, indent=1), encoding="utf-8")
+    base = chosen.get("generation_base")
     settings = json.loads((args.run / "train_config.json").read_text(encoding="utf-8"))
     plot(history, ROOT / "docs" / "benchmarks" / "training_curve.png", base, settings.get("chat_floor"))
     size = sum(p.stat().st_size for p in target.iterdir())

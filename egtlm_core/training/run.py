@@ -212,6 +212,7 @@ def train(plan: TrainConfig) -> TrainResult:
             entry["chat_agreement"] = _chat_probe(chat, lm, out, step, selection.chat_base)[1]
             kept = kept and entry["chat_agreement"] >= 100 * plan.chat_floor
         model.train()
+        entry["kept"] = kept
         selection.record(entry)
         logger.info(
             "step %d: STS-B dev Spearman %.4f%s", step, score, "" if kept else " (generation not kept)"

@@ -90,9 +90,7 @@ def test_encode_matches_reference(tiny_llama_dir, ref_body, method, attention, p
         padding_side=padding_side,
     )
     got = m.encode(TEXTS, instruction=INSTRUCTION, batch_size=3)
-    want = reference(
-        m, ref_body, TEXTS, INSTRUCTION, method, attention == "bidirectional", eos=False
-    )
+    want = reference(m, ref_body, TEXTS, INSTRUCTION, method, attention == "bidirectional", eos=False)
     assert got.dtype == np.float32 and got.shape == (len(TEXTS), 64)
     np.testing.assert_allclose(got, want, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
