@@ -25,12 +25,12 @@ except ImportError as err:  # pragma: no cover - the extra is missing
         "sentence_transformers_egtlm needs sentence-transformers: pip install 'egtlm[st]'"
     ) from err
 
-from egtlm_core import EgtLM, shared_lm
+from egtlm_core import EgtLM, format_instruction, shared_lm
 from egtlm_core.embedding import check_texts, forward_states, pad_batch, pool, warn_truncated
 
 # EgtLMConfig fields that decide what a text embeds to, saved with the module (max_length is ST's
 # `max_seq_length`).
-_SETTINGS = ("pooling", "attention", "normalize", "embed_eos")
+_SETTINGS = ("pooling", "attention", "normalize", "embed_eos", "document_context")
 
 
 class EgtLMEncoder(InputModule):
@@ -46,12 +46,22 @@ class EgtLMEncoder(InputModule):
         mode: `EgtLM` mode when loading from a path: "unified" (default; a chat model on the same
             weights shares them) or "embedding" (no LM head).
         model_kwargs: loading arguments for `EgtLM` (torch_dtype, device, attn_implementation, ...).
-        pooling, attention, normalize, embed_eos: `EgtLMConfig` settings (None: the model's default).
+        pooling, attention, normalize, embed_eos, document_context: `EgtLMConfig` settings (None: the
+            model's default). With document_context="rag" (the shipped default adapter's), the
+            "document" prompt embeds a text after the RAG head, as `EgtLM.encode_documents` does.
         max_seq_length: token limit per text, instruction included (None: the model's max_length).
     """
 
     config_file_name = "egtlm_encoder.json"
-    config_keys = ["mode", "pooling", "attention", "normalize", "embed_eos", "max_seq_length"]
+    config_keys = [
+        "mode",
+        "pooling",
+        "attention",
+        "normalize",
+        "embed_eos",
+        "document_context",
+        "max_seq_length",
+    ]
     save_in_root = True
 
     def __init__(
@@ -64,10 +74,17 @@ class EgtLMEncoder(InputModule):
         attention: str | None = None,
         normalize: bool | None = None,
         embed_eos: str | None = None,
+        document_context: str | None = None,
         max_seq_length: int | None = None,
     ) -> None:
         super().__init__()
-        given = {"pooling": pooling, "attention": attention, "normalize": normalize, "embed_eos": embed_eos}
+        given = {
+            "pooling": pooling,
+            "attention": attention,
+            "normalize": normalize,
+            "embed_eos": embed_eos,
+            "document_context": document_context,
+        }
         self.lm = lm = _resolve_lm(
             model, mode, model_kwargs, {k: v for k, v in given.items() if v is not None}
         )
@@ -80,6 +97,8 @@ class EgtLMEncoder(InputModule):
         # The settings object `EgtLM.encode` itself runs with (body, pad id, padding side, pooling,
         # attention), so this module cannot drift from `encode`.
         self._pass = lm.embedding_pass()
+        c = lm.config
+        self._document_prompt = format_instruction(c.document_instruction, c.prompt_format, c.prompt_template)
         self.tokenizer = lm.tokenizer
         # Registered, so sentence-transformers sees the weights (device, dtype, training, `.to`).
         self.model = self._pass.body
@@ -93,7 +112,10 @@ class EgtLMEncoder(InputModule):
         The prompt is the embedding instruction: it takes part in attention, not in pooling.
         """
         texts, _ = check_texts(list(inputs))  # the core's check: same messages as EgtLM.encode
-        items = self.lm.embedding_inputs(texts, prompt or "", self.max_seq_length)
+        if prompt == self._document_prompt and self.document_context == "rag":
+            items = self.lm.document_inputs(texts, self.max_seq_length)  # after the RAG head
+        else:
+            items = self.lm.embedding_inputs(texts, prompt or "", self.max_seq_length)
         warn_truncated(items, self.max_seq_length)
         ids, attention, content = pad_batch(
             items, self._pass.pad_id, self._pass.padding_side, torch.device("cpu")

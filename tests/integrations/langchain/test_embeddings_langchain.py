@@ -15,6 +15,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from egtlm_core import EgtLM
 from egtlm_core.loading.registry import loaded_models
+from egtlm_core.loading.sources import resolve_source
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital of France.", "A cat sat."]
 FLOAT32 = {"torch_dtype": "float32"}
@@ -182,7 +183,8 @@ def test_default_embedder_and_chat_load_the_causal_lm_once():
     emb, chat = EgtLMEmbeddings(), ChatEgtLM()
     assert emb.client is chat.client
     assert emb.client.model is chat.client.model
-    default = [m for m in loaded_models() if m.source.kind == "default" and m.dtype == emb.client.dtype]
+    source = resolve_source(None)  # the shipped adapter over the packaged base
+    default = [m for m in loaded_models() if m.source == source and m.dtype == emb.client.dtype]
     assert len(default) == 1 and default[0].has_lm_head
     assert len(emb.embed_query("hello")) == 576
 

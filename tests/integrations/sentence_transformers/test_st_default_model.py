@@ -25,6 +25,8 @@ def test_default_model_save_reload_same_vectors(tmp_path):
     plain, queries = st.encode(SENTENCES), st.encode_query(SENTENCES)
     assert np.abs(plain - lm.encode(SENTENCES)).max() <= 1e-5
     assert np.abs(queries - lm.encode_queries(SENTENCES)).max() <= 1e-5
+    # the shipped adapter embeds documents after the RAG head (document_context="rag"): so does ST
+    assert np.abs(st.encode_document(SENTENCES) - lm.encode_documents(SENTENCES)).max() <= 1e-5
     assert float(plain[0] @ plain[1]) > float(plain[0] @ plain[2])  # paraphrase above unrelated
 
     st.save(str(tmp_path / "st"))

@@ -189,3 +189,19 @@ def test_embedding_mode_saves_the_bare_transformer_and_reloads(tiny_llama_dir, t
     lm = lm_for(tiny_llama_dir)
     assert again[0].mode == "embedding"
     assert np.abs(again.encode_query(TEXTS) - lm.encode_queries(TEXTS)).max() <= TOL
+
+
+def test_documents_in_the_rag_context_embed_as_encode_documents_and_reload(tiny_llama_dir, tmp_path):
+    """document_context="rag" (the shipped adapter's setting): the "document" prompt embeds a text
+    after the RAG head, before and after save/reload; plain encode and queries are unchanged."""
+    lm = lm_for(tiny_llama_dir, document_context="rag")
+    st = to_sentence_transformer(lm)
+    documents = st.encode_document(TEXTS)
+    assert np.abs(documents - lm.encode_documents(TEXTS)).max() <= TOL
+    instruction = EgtLM(str(tiny_llama_dir), **FLOAT32).encode_documents(TEXTS)
+    assert np.abs(documents - instruction).max() > 1e-3  # not the document-instruction embedding
+    st.save(str(tmp_path / "st"))
+    assert json.loads((tmp_path / "st" / "egtlm_encoder.json").read_text())["document_context"] == "rag"
+    again = SentenceTransformer(str(tmp_path / "st"), trust_remote_code=True, model_kwargs=FLOAT32)
+    assert np.abs(again.encode_document(TEXTS) - documents).max() <= TOL
+    assert np.abs(again.encode_query(TEXTS) - lm.encode_queries(TEXTS)).max() <= TOL

