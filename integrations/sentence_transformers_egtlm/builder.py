@@ -9,9 +9,9 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Normalize
 
-from egtlm_core import EgtLM, format_instruction, shared_lm
+from egtlm_core import EgtLM, shared_lm
 
-from .encoder import EgtLMEncoder
+from .encoder import EgtLMEncoder, instruction_prompts
 
 
 def to_sentence_transformer(
@@ -49,13 +49,9 @@ def to_sentence_transformer(
         lm = model
     else:
         lm = shared_lm(model, mode=mode, model_kwargs=model_kwargs, config=config)
-    c = lm.config
-    prompts = {
-        "query": format_instruction(c.query_instruction, c.prompt_format, c.prompt_template),
-        "document": format_instruction(c.document_instruction, c.prompt_format, c.prompt_template),
-    }
+    prompts = instruction_prompts(lm)
     modules: list[Any] = [EgtLMEncoder(lm)]
-    if c.normalize:
+    if lm.config.normalize:
         modules.append(Normalize())
     return SentenceTransformer(
         modules=modules,

@@ -97,8 +97,7 @@ class EgtLMEncoder(InputModule):
         # The settings object `EgtLM.encode` itself runs with (body, pad id, padding side, pooling,
         # attention), so this module cannot drift from `encode`.
         self._pass = lm.embedding_pass()
-        c = lm.config
-        self._document_prompt = format_instruction(c.document_instruction, c.prompt_format, c.prompt_template)
+        self._document_prompt = instruction_prompts(lm)["document"]
         self.tokenizer = lm.tokenizer
         # Registered, so sentence-transformers sees the weights (device, dtype, training, `.to`).
         self.model = self._pass.body
@@ -174,6 +173,15 @@ class EgtLMEncoder(InputModule):
 
     def __repr__(self) -> str:
         return f"EgtLMEncoder({self.lm!r}, max_seq_length={self.max_seq_length})"
+
+
+def instruction_prompts(lm: EgtLM) -> dict[str, str]:
+    """The model's query and document instructions, formatted: a SentenceTransformer's prompts."""
+    c = lm.config
+    return {
+        "query": format_instruction(c.query_instruction, c.prompt_format, c.prompt_template),
+        "document": format_instruction(c.document_instruction, c.prompt_format, c.prompt_template),
+    }
 
 
 def _resolve_lm(
