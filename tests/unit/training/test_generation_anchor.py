@@ -182,7 +182,7 @@ def test_selection_skips_steps_whose_generation_fell(tmp_path: Path) -> None:
 
 
 def test_train_selects_only_checkpoints_that_keep_generation(
-    tmp_path: Path, tiny_llama_dir: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch, caplog
+    tmp_path: Path, selection_run_plan: Any, data_root: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     f1s = iter([50.0, 30.0, 48.0, 20.0])  # base, step 2 (fell), step 4 (kept), step 6 (fell)
     monkeypatch.setattr(
@@ -193,23 +193,7 @@ def test_train_selects_only_checkpoints_that_keep_generation(
         "run",
         lambda self, lm: {"f1": next(f1s), "match": 0.0, "answers": [], "seconds": 0.0},
     )
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text(
-        "\n".join(json.dumps({"query": f"q{i}", "pos": [f"passage {i}"]}) for i in range(4)), encoding="utf-8"
-    )
-    plan = TrainConfig(
-        output_dir=str(tmp_path / "out"),
-        model=str(tiny_llama_dir),
-        sources=[{"name": str(rows)}],
-        lora_r=4,
-        eval_pairs=10,
-        warmup_steps=0,
-        max_steps=6,
-        eval_steps=2,
-        batch_size=2,
-        generation_probe=3,
-        generation_floor=0.9,
-    )
+    plan = selection_run_plan(max_steps=6, generation_probe=3, generation_floor=0.9)
     result = train(plan)
     evals = [h for h in result.history if "stsb_dev" in h]
     assert [h["generation_f1"] for h in evals] == [30.0, 48.0, 20.0]

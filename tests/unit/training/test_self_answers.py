@@ -155,7 +155,7 @@ def test_chat_probe_asks_dev_questions_and_scores_agreement(tmp_path: Path) -> N
 
 
 def test_train_keeps_only_checkpoints_whose_plain_answers_hold(
-    tmp_path: Path, tiny_llama_dir: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, selection_run_plan: Any, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = ["paris is the capital", "dogs are loyal"]
     answers = iter([base, ["paris", "tail tail tail"], ["paris is capital", "dogs are very loyal"]])
@@ -163,26 +163,10 @@ def test_train_keeps_only_checkpoints_whose_plain_answers_hold(
         ChatProbe, "nq_dev", classmethod(lambda cls, size, seed=0, root=None: cls(("a", "b")))
     )
     monkeypatch.setattr(ChatProbe, "answers", lambda self, lm: next(answers))
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text(
-        "\n".join(json.dumps({"query": f"q{i}", "pos": [f"passage {i}"]}) for i in range(4)), encoding="utf-8"
-    )
     out = tmp_path / "out"
     (out / "self_answers").mkdir(parents=True)
     (out / "self_answers" / "0-old.jsonl").write_text("stale", encoding="utf-8")
-    plan = TrainConfig(
-        output_dir=str(out),
-        model=str(tiny_llama_dir),
-        sources=[{"name": str(rows)}],
-        lora_r=4,
-        eval_pairs=10,
-        warmup_steps=0,
-        max_steps=4,
-        eval_steps=2,
-        batch_size=2,
-        chat_probe=2,
-        chat_floor=0.6,
-    )
+    plan = selection_run_plan(max_steps=4, chat_probe=2, chat_floor=0.6)
     result = train(plan)
     evals = [h for h in result.history if "stsb_dev" in h]
     # token F1 after SQuAD normalisation ("the" dropped): step 2: "paris" vs "paris is capital" ->
