@@ -26,7 +26,7 @@ from ..loading.sources import DEFAULT_BASE, SETTINGS_FILE
 from ..model import EgtLM
 from .config import SourceSpec, TrainConfig
 from .data import DOCUMENT, QUERY, ChatRow, PromptRow, RAGRow, Row, ScoredPairRow, Triplet, load_source
-from .losses import cosent, distillation_kl, info_nce, margin_loss, next_token_loss
+from .losses import IGNORE, cosent, distillation_kl, info_nce, margin_loss, next_token_loss
 from .passes import SAMPLE_MAX_TOKENS, block_logits, chat_batch, chat_labels, embed, rag_sample
 from .self_answers import answer_prompts
 
@@ -172,17 +172,20 @@ class UnifiedTrainer:
         return distillation_kl(student, teacher, mask, self.plan.distill_temperature)
 
     def _anchor(self, row: RAGRow | ChatRow) -> torch.Tensor:
-        """KL to the frozen base at every position of a full causal pass over a RAG prompt (as the
-        generator lays it out) or a conversation: keeps the next-token distribution that embedding
-        losses would otherwise drift, on the prompts users send."""
-        if isinstance(row, RAGRow):
-            ids = rag_sample(self.lm, row)[0]
-        else:
-            ids = chat_labels(self.lm.tokenizer, row.messages, SAMPLE_MAX_TOKENS)[0]
+        """KL to the frozen base on the positions that generate, in a full causal pass over a RAG
+        prompt (as the generator lays it out) or a conversation: keeps the next-token distribution
+        that embedding losses would otherwise drift, on the prompts users send.
+
+        Only positions after the documents (RAG) or those predicting the assistant's turns (chat)
+        count. A position's last-layer output is read by nothing after it (the last layer's keys and
+        values come from its input), only by the LM head and by pooling: anchoring it at a document
+        would pin exactly the states a document's vector is pooled from, and buy no generation."""
+        ids, start = anchor_span(self.lm, row)
+        keep = len(ids) - start
         with torch.no_grad(), self._teacher():
-            teacher = block_logits(self.model, ids, None, len(ids))
-        student = block_logits(self.model, ids, None, len(ids))
-        mask = torch.ones(1, len(ids), dtype=torch.bool, device=student.device)
+            teacher = block_logits(self.model, ids, None, keep)
+        student = block_logits(self.model, ids, None, keep)
+        mask = torch.ones(1, keep, dtype=torch.bool, device=student.device)
         mask[0, -1] = False  # the last position predicts past the sample
         return distillation_kl(student, teacher, mask, self.plan.distill_temperature)
 
@@ -194,6 +197,19 @@ class UnifiedTrainer:
                 "The distill and anchor losses need LoRA training (the base model is the teacher)."
             )
         return disable()
+
+
+def anchor_span(lm: EgtLM, row: RAGRow | ChatRow) -> tuple[list[int], int]:
+    """(ids, first anchored position) of an anchor sample: the position after a RAG prompt's last
+    document, or the one before a conversation's first assistant token (it predicts that token)."""
+    if isinstance(row, RAGRow):
+        ids, groups, _ = rag_sample(lm, row)
+        return ids, max((i for i, g in enumerate(groups) if g >= 1), default=-1) + 1
+    ids, labels = chat_labels(lm.tokenizer, row.messages, SAMPLE_MAX_TOKENS)
+    answered = [i for i, label in enumerate(labels) if label != IGNORE]
+    if not answered:
+        raise ValueError(f"An anchor conversation has no assistant turn to anchor: {row.messages!r:.80}")
+    return ids, max(answered[0] - 1, 0)
 
 
 def as_chat(row: RAGRow) -> ChatRow:

@@ -1,4 +1,4 @@
-"""Keeping generation while embedding trains: the anchor loss (KL to the base over whole prompts),
+"""Keeping generation while embedding trains: the anchor loss (KL to the base where the model generates),
 NQ answers for the probe, and checkpoint selection that skips steps whose generation fell."""
 
 from __future__ import annotations
@@ -43,30 +43,48 @@ def _unified(tmp_path: Path, model_dir: Path) -> UnifiedTrainer:
     return UnifiedTrainer(lm, model, plan)
 
 
-def _reference_kl(model: Any, ids: list[int]) -> float:
-    """Mean over positions 0..n-2 of KL(base ‖ adapted), both full causal passes, written out here."""
+def _reference_kl(model: Any, ids: list[int], start: int) -> float:
+    """Mean over positions start..n-2 of KL(base ‖ adapted), both full causal passes, written out here."""
     x = torch.tensor([ids])
     with torch.no_grad():
-        adapted = model(input_ids=x).logits[0, :-1].float()
+        adapted = model(input_ids=x).logits[0, start:-1].float()
         with model.disable_adapter():
-            base = model(input_ids=x).logits[0, :-1].float()
+            base = model(input_ids=x).logits[0, start:-1].float()
     p = F.log_softmax(base, -1)
     q = F.log_softmax(adapted, -1)
     return float((p.exp() * (p - q)).sum(-1).mean())
 
 
-def test_anchor_is_kl_to_the_base_over_every_position(tmp_path: Path, tiny_llama_dir: Path) -> None:
+def test_anchor_is_kl_to_the_base_after_the_documents(tmp_path: Path, tiny_llama_dir: Path) -> None:
     unified = _unified(tmp_path, tiny_llama_dir)
     unified.model.eval()
     with torch.no_grad():
         got = float(unified.loss({"loss": "anchor", "rows": [RAG]}))
+    tok = unified.lm.tokenizer
     ids = rag_sample(unified.lm, RAG)[0]
+    # The last document's last token, found in the ids independently of the block groups.
+    doc = tok(RAG.documents[-1], add_special_tokens=False)["input_ids"]
+    end = next(i + len(doc) for i in range(len(ids), -1, -1) if ids[i : i + len(doc)] == doc)
+    assert 0 < end < len(ids) - 3
     assert got > 0
-    assert got == pytest.approx(_reference_kl(unified.model, ids), rel=1e-4)
-    chat_ids = unified.lm.tokenizer.apply_chat_template(list(CHAT.messages), tokenize=True, return_dict=False)
+    assert got == pytest.approx(_reference_kl(unified.model, ids, end), rel=1e-4)
+    assert got != pytest.approx(_reference_kl(unified.model, ids, 0), rel=1e-3)  # documents left out
+
+
+def test_chat_anchor_covers_the_positions_that_predict_the_answer(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    unified = _unified(tmp_path, tiny_llama_dir)
+    unified.model.eval()
+    tok = unified.lm.tokenizer
+    chat_ids = list(tok.apply_chat_template(list(CHAT.messages), tokenize=True, return_dict=False))
+    prompt = tok.apply_chat_template(
+        list(CHAT.messages[:1]), tokenize=True, return_dict=False, add_generation_prompt=True
+    )
     with torch.no_grad():
         chat = float(unified.loss({"loss": "anchor", "rows": [CHAT]}))
-    assert chat == pytest.approx(_reference_kl(unified.model, list(chat_ids)), rel=1e-4)
+    # Position len(prompt) - 1 predicts the answer's first token.
+    assert chat == pytest.approx(_reference_kl(unified.model, chat_ids, len(prompt) - 1), rel=1e-4)
 
 
 def test_steps_lower_the_anchor_loss(tmp_path: Path, tiny_llama_dir: Path) -> None:
