@@ -39,7 +39,9 @@ def test_answer_reuses_cache_with_same_output(default_lm, tmp_path):
     from egtlm_core import EgtLM
     from egtlm_core.cache import DiskTier, MemoryTier, TieredStore
 
-    lm = EgtLM(cache_store=TieredStore([MemoryTier(), DiskTier(tmp_path)]))
+    # float32: one reused document is exact there; bfloat16 rounds the spliced states differently from
+    # one full prefill, so greedy answers may part on a near tie (docs/guide_langchain.md: 21/30 same).
+    lm = EgtLM(torch_dtype="float32", cache_store=TieredStore([MemoryTier(), DiskTier(tmp_path)]))
     doc = (
         "The Eiffel Tower is a wrought-iron lattice tower in Paris, France. It is 330 metres tall and was "
         "built from 1887 to 1889 for the World's Fair."
