@@ -163,13 +163,7 @@ class UnifiedTrainer:
 
     def _distill(self, row: RAGRow) -> torch.Tensor:
         ids, groups, start = rag_sample(self.lm, row)
-        keep = len(ids) - start + 1  # positions start-1 .. len-1 predict the answer tokens (and after)
-        with torch.no_grad(), self._teacher():
-            teacher = block_logits(self.model, ids, None, keep)
-        student = block_logits(self.model, ids, groups, keep)
-        mask = torch.ones(1, keep, dtype=torch.bool, device=student.device)
-        mask[0, -1] = False  # the last position predicts past the answer's end
-        return distillation_kl(student, teacher, mask, self.plan.distill_temperature)
+        return self._kl_to_base(ids, groups, start - 1)  # position start-1 predicts the first answer token
 
     def _anchor(self, row: RAGRow | ChatRow) -> torch.Tensor:
         """KL to the frozen base on the positions that generate, in a full causal pass over a RAG
@@ -181,12 +175,18 @@ class UnifiedTrainer:
         values come from its input), only by the LM head and by pooling: anchoring it at a document
         would pin exactly the states a document's vector is pooled from, and buy no generation."""
         ids, start = anchor_span(self.lm, row)
+        return self._kl_to_base(ids, None, start)
+
+    def _kl_to_base(self, ids: list[int], groups: list[int] | None, start: int) -> torch.Tensor:
+        """KL(base's full causal pass ‖ student) over positions start .. len-2 of one sample; the student
+        runs under the block mask of `groups` (None: plain causal). The last position predicts past
+        the sample's end and is left out."""
         keep = len(ids) - start
         with torch.no_grad(), self._teacher():
             teacher = block_logits(self.model, ids, None, keep)
-        student = block_logits(self.model, ids, None, keep)
+        student = block_logits(self.model, ids, groups, keep)
         mask = torch.ones(1, keep, dtype=torch.bool, device=student.device)
-        mask[0, -1] = False  # the last position predicts past the sample
+        mask[0, -1] = False
         return distillation_kl(student, teacher, mask, self.plan.distill_temperature)
 
     def _teacher(self) -> Any:
