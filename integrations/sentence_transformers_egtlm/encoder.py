@@ -154,20 +154,25 @@ class EgtLMEncoder(InputModule):
         cache_folder: str | None = None,
         revision: str | None = None,
         local_files_only: bool = False,
+        init_defaults: dict[str, Any] | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> EgtLMEncoder:
         """Rebuild from a saved folder; `SentenceTransformer(path, model_kwargs=...)` passes loading
-        arguments (e.g. {"torch_dtype": "float32"}) through to `EgtLM`."""
-        hub = {"token": token, "cache_folder": cache_folder, "revision": revision}
+        arguments (e.g. {"torch_dtype": "float32"}) through to `EgtLM`. As in sentence-transformers'
+        own modules, `init_defaults` fills only the settings the saved config leaves out."""
         config = cls.load_config(
-            model_name_or_path, subfolder=subfolder, local_files_only=local_files_only, **hub
-        )
+            model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
+            revision=revision, local_files_only=local_files_only,
+        )  # fmt: skip
         path = cls.load_dir_path(
-            model_name_or_path, subfolder=subfolder, local_files_only=local_files_only, **hub
-        )
+            model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
+            revision=revision, local_files_only=local_files_only,
+        )  # fmt: skip
         if path is None or not (Path(path) / "config.json").is_file():
             raise FileNotFoundError(f"No saved EgtLMEncoder weights (config.json) in {model_name_or_path!r}.")
+        for key, value in (init_defaults or {}).items():
+            config.setdefault(key, value)
         config = {k: v for k, v in config.items() if k in cls.config_keys}
         return cls(path, model_kwargs=dict(model_kwargs or {}), **config)
 

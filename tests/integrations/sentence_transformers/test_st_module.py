@@ -165,6 +165,20 @@ def test_encoder_module_round_trip_and_max_seq_length(tiny_llama_dir, tmp_path):
     assert features["input_ids"].shape == (1, 6)
 
 
+def test_init_defaults_fill_only_what_the_saved_config_leaves_out(tiny_llama_dir, tmp_path):
+    """sentence-transformers' loader may pass `init_defaults`; as in its own modules, saved settings win."""
+    encoder = EgtLMEncoder(str(tiny_llama_dir), model_kwargs=FLOAT32, pooling="mean", max_seq_length=6)
+    encoder.save(str(tmp_path))
+    settings_file = tmp_path / "egtlm_encoder.json"
+    settings = json.loads(settings_file.read_text())
+    del settings["max_seq_length"]
+    settings_file.write_text(json.dumps(settings))
+    loaded = EgtLMEncoder.load(
+        str(tmp_path), model_kwargs=FLOAT32, init_defaults={"pooling": "last", "max_seq_length": 9}
+    )
+    assert loaded.pooling == "mean" and loaded.max_seq_length == 9
+
+
 def test_errors_name_the_problem(tiny_llama_dir, tmp_path):
     lm = lm_for(tiny_llama_dir)
     st = to_sentence_transformer(lm)
