@@ -6,7 +6,7 @@ import difflib
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -270,10 +270,36 @@ class EgtLM:
             )
         if method != "pool":
             raise ValueError(f"Unknown encode method {method!r}; expected 'pool' or 'answer'.")
+        return self._encode_pooled(
+            texts,
+            lambda items, limit: self.embedding_inputs(items, instruction or "", limit),
+            batch_size=batch_size,
+            max_length=max_length,
+            dim=dim,
+            convert_to_tensor=convert_to_tensor,
+            show_progress_bar=show_progress_bar,
+            get_cache=get_cache,
+            **kwargs,
+        )
+
+    def _encode_pooled(
+        self,
+        texts: str | Sequence[str],
+        tokenize: Callable[[list[str], int], list[TokenizedText]],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        dim: int | None = None,
+        convert_to_tensor: bool = False,
+        show_progress_bar: bool | None = None,
+        get_cache: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """The one pooled-embedding path: `encode` tokenizes after an instruction, RAG-context
+        documents after the RAG prompt head; checks, batching and pooling are shared."""
         items, single = check_texts(texts)
         batch_size, max_length = self._encode_options(batch_size, max_length, dim, kwargs)
         # The tokenizer cannot take an empty batch; an empty list simply gives an empty [0, d] array.
-        tokenized = self.embedding_inputs(items, instruction or "", max_length) if items else []
+        tokenized = tokenize(items, max_length) if items else []
         return self._encode_tokenized(
             tokenized, single, batch_size, max_length, dim, convert_to_tensor, show_progress_bar, get_cache
         )
@@ -345,34 +371,16 @@ class EgtLM:
         )
         if self.config.document_context == "instruction":
             return self.encode(texts, instruction=self._document_instruction(), **kwargs)
-        return self._encode_rag_documents(texts, **kwargs)
-
-    def _document_instruction(self) -> str:
-        c = self.config
-        return format_instruction(c.document_instruction, c.prompt_format, c.prompt_template)
-
-    def _encode_rag_documents(
-        self,
-        texts: str | Sequence[str],
-        batch_size: int | None = None,
-        max_length: int | None = None,
-        dim: int | None = None,
-        convert_to_tensor: bool = False,
-        show_progress_bar: bool | None = None,
-        get_cache: bool = False,
-        **kwargs: Any,
-    ) -> Any:
         if "instruction" in kwargs:
             raise TypeError(
                 "encode_documents embeds after the RAG prompt head with document_context='rag'; "
                 "call encode(texts, instruction=...) for a custom instruction."
             )
-        items, single = check_texts(texts)
-        batch_size, max_length = self._encode_options(batch_size, max_length, dim, kwargs)
-        tokenized = self.document_inputs(items, max_length) if items else []
-        return self._encode_tokenized(
-            tokenized, single, batch_size, max_length, dim, convert_to_tensor, show_progress_bar, get_cache
-        )
+        return self._encode_pooled(texts, self.document_inputs, **kwargs)
+
+    def _document_instruction(self) -> str:
+        c = self.config
+        return format_instruction(c.document_instruction, c.prompt_format, c.prompt_template)
 
     def document_inputs(self, texts: Sequence[str], max_length: int | None = None) -> list[TokenizedText]:
         """Documents tokenized as `encode_documents` embeds them (training's document side uses it)."""

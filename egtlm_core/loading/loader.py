@@ -60,7 +60,7 @@ def _load_plain(
 
     if source.gguf_file:
         kw = {**kw, "gguf_file": source.gguf_file}
-    model_kw = {"dtype": dtype} | ({"attn_implementation": attn} if attn else {})
+    model_kw: dict[str, Any] = {"dtype": dtype} | ({"attn_implementation": attn} if attn else {})
     cls = AutoModelForCausalLM if with_lm_head else AutoModel
     if source.kind != "hub":
         tok = AutoTokenizer.from_pretrained(source.path, **kw)
@@ -69,7 +69,8 @@ def _load_plain(
     tries = [kw] if "local_files_only" in kw else [{**kw, "local_files_only": True}, kw]
     for i, tkw in enumerate(tries):
         # transformers 5.24 drops local_files_only when it probes for an adapter_config.json
-        ad = {"adapter_kwargs": {"local_files_only": True}} if tkw.get("local_files_only") else {}
+        offline = bool(tkw.get("local_files_only"))
+        ad: dict[str, Any] = {"adapter_kwargs": {"local_files_only": True}} if offline else {}
         try:
             tok = AutoTokenizer.from_pretrained(source.path, **tkw)
             return cls.from_pretrained(source.path, **tkw, **model_kw, **ad), tok
