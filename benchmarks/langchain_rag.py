@@ -639,7 +639,10 @@ ops spent most of their time waiting for each other (10× slower encodes were se
 ## Reproduce
 
 ```bash
-. .venv/bin/activate   # + pip install langchain-huggingface (not in any egtlm extra)
+# One pip resolve: langchain-huggingface 1.2 needs huggingface-hub < 2, so pip picks a transformers
+# that accepts it (5.24). Installed later into a test env, it downgrades the hub under transformers
+# 5.25, which then fails to import (`pip install --no-deps langchain-huggingface` keeps the hub).
+bash scripts/setup_env.sh test,bench && . .venv/bin/activate
 python benchmarks/langchain_rag.py --n {args.n} --rounds {args.rounds} --threads {args.threads}{flag}
 python benchmarks/langchain_rag.py --n 5 --rounds 1 --no-write   # a quick look
 python benchmarks/langchain_rag.py --same-answers 30             # k = 1: reuse vs no reuse, fp32 / bf16
