@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import statistics
 import tempfile
@@ -756,6 +757,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.same_answers:
         return same_answers(args.same_answers, ["float32", "bfloat16"], 24)
+    if importlib.util.find_spec("langchain_huggingface") is None:  # fail before minutes of loading
+        raise SystemExit(
+            "langchain-huggingface is not installed, and this benchmark compares egtlm against it. "
+            "Set up with `bash scripts/setup_env.sh test,bench`, or add it to a test env with "
+            "`pip install --no-deps langchain-huggingface` (a plain install downgrades huggingface-hub)."
+        )
     dtype = resolve_dtype(args.dtype, resolve_device("cpu"))
     questions = xquad_questions(args.n)
     texts = [q.context for q in questions]
