@@ -6,9 +6,9 @@ gold paragraph is not among them it replaces the last one (retrieval recall@k is
 own). The question is then answered greedily (`--max-new-tokens`) five ways:
 
     full       the whole prompt prefilled (`answer(..., reuse_cache=False)`)
-    reuse      stored paragraph states spliced in (`answer(...)`, the default)
+    reuse      stored paragraph states spliced in, every token (`answer(..., recompute_tokens=0)`)
     recompute  reuse with `recompute_tokens=--recompute` (each spliced paragraph's first tokens live)
-    int8       reuse with states read from a `DiskTier(int8=True)` (dequantised on load)
+    int8       reuse with states read from a `DiskTier(int8=True)` (dequantised on load), no recompute
     no-RAG     the question alone (`EgtLM.chat` with the same system prompt)
 
 Answer metrics (SQuAD normalisation: lowercase, no punctuation/articles, single spaces): *match* =
@@ -329,11 +329,15 @@ def run(args: Any) -> dict[str, Any]:
         cont = stores.fidelity(plan, args.max_new_tokens, args.recompute, agree, i < args.floor_n)
         outputs = {
             "full": m.tokenizer.decode(cont, skip_special_tokens=True),
-            "reuse": rag.answer(q["question"], docs, max_new_tokens=args.max_new_tokens).text,
+            "reuse": rag.answer(
+                q["question"], docs, max_new_tokens=args.max_new_tokens, recompute_tokens=0
+            ).text,
             "recompute": rag.answer(
                 q["question"], docs, max_new_tokens=args.max_new_tokens, recompute_tokens=args.recompute
             ).text,
-            "int8": rag8.answer(q["question"], docs, max_new_tokens=args.max_new_tokens).text,
+            "int8": rag8.answer(
+                q["question"], docs, max_new_tokens=args.max_new_tokens, recompute_tokens=0
+            ).text,
             "no-RAG": no_rag[i],
         }
         if i < args.check_full:  # the full path above is exactly what answer(reuse_cache=False) does

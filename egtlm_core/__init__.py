@@ -14,6 +14,7 @@ from .loading.default_model import DEFAULT_MODEL_NAME, default_model_dir
 from .model import EgtLM
 from .rag.engine import AnswerResult, SharedCacheRAG
 from .rag.index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
+from .rag.kv_reuse import RECOMPUTE_TOKENS
 from .shared import LazyLM, display_name, shared_lm
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "JsonGrammar",
     "LazyLM",
     "MemoryTier",
+    "RECOMPUTE_TOKENS",
     "ScoredDocument",
     "SharedCacheRAG",
     "TieredStore",

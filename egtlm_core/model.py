@@ -40,7 +40,7 @@ from .loading.sources import ModelSource, resolve_source, saved_settings
 from .modeling.attention import check_maskable
 from .rag.engine import SharedCacheRAG
 from .rag.index import DocumentIndex, ScoredDocument
-from .rag.kv_reuse import check_recompute_tokens
+from .rag.kv_reuse import RECOMPUTE_TOKENS, check_recompute_tokens
 from .rerank import PointwiseReranker, RankedDocument
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class ChatOptions:
     top_p: float = 1.0
     stop: Sequence[str] | None = None
     reuse_cache: bool = False
-    recompute_tokens: int = 0
+    recompute_tokens: int = RECOMPUTE_TOKENS
     logits_processor: Any = None
     chat_template_kwargs: Mapping[str, Any] | None = None
     cancel: threading.Event | None = None
@@ -426,7 +426,7 @@ class EgtLM:
         top_p: float = 1.0,
         stop: Sequence[str] | None = None,
         reuse_cache: bool = False,
-        recompute_tokens: int = 0,
+        recompute_tokens: int = RECOMPUTE_TOKENS,
         logits_processor: Any = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         cancel: threading.Event | None = None,

@@ -29,7 +29,7 @@ from ..loading.registry import LoadedModel
 from ..modeling.kernels import attention_kernel
 from .capture import DocumentPooling
 from .index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
-from .kv_reuse import KVReuser, ReuseStats, check_recompute_tokens
+from .kv_reuse import RECOMPUTE_TOKENS, KVReuser, ReuseStats, check_recompute_tokens
 from .matching import KnownDocument, plan_from_prompt
 from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, _ids, rag_layout
 
@@ -304,7 +304,7 @@ class SharedCacheRAG:
         reuse_cache: bool = True,
         max_new_tokens: int = 128,
         temperature: float = 0.0,
-        recompute_tokens: int = 0,
+        recompute_tokens: int = RECOMPUTE_TOKENS,
         stop: Sequence[str] = (),
         stream: bool = False,
         cancel: Any = None,
@@ -337,7 +337,7 @@ class SharedCacheRAG:
         stop: Sequence[str] = (),
         logits_processor: Any = None,
         stream: bool = False,
-        recompute_tokens: int = 0,
+        recompute_tokens: int = RECOMPUTE_TOKENS,
         cancel: Any = None,
         **template_kwargs: Any,
     ) -> Any:

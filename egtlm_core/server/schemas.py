@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..rag.kv_reuse import RECOMPUTE_TOKENS
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -228,7 +230,7 @@ class AnswerRequest(_Body):
     temperature: float = Field(default=0.0, ge=0, le=2)
     stop: str | list[str] | None = None
     stream: bool = False
-    recompute_tokens: int = Field(default=0, ge=0, le=256)
+    recompute_tokens: int = Field(default=RECOMPUTE_TOKENS, ge=0, le=256)
 
 
 class AnswerResponse(BaseModel):

@@ -23,7 +23,15 @@ try:
 except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from err
 
-from egtlm_core import EgtLM, LazyLM, display_name, json_grammar, shared_lm, tool_call_schema
+from egtlm_core import (
+    RECOMPUTE_TOKENS,
+    EgtLM,
+    LazyLM,
+    display_name,
+    json_grammar,
+    shared_lm,
+    tool_call_schema,
+)
 
 from ._async import iterate_in_thread, run_in_thread
 from ._messages import to_chat_messages
@@ -83,9 +91,10 @@ class ChatEgtLM(BaseChatModel):
     """Stream tokens through callbacks when invoked."""
     reuse_cache: bool = True
     """Splice the stored KV states of known documents found in the prompt instead of prefilling them."""
-    recompute_tokens: int = Field(default=0, ge=0)
+    recompute_tokens: int = Field(default=RECOMPUTE_TOKENS, ge=0)
     """With reuse, recompute the first n tokens of each spliced document so they see the documents
-    before them (a quality knob for documents after the first; costs n tokens of prefill each)."""
+    before them (default 32: most of full prefill's answer quality at k > 1 for n tokens of prefill
+    per document; 0 splices every stored token)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Loading arguments passed to `EgtLM` (torch_dtype, device, attn_implementation, ...)."""
 

@@ -11,6 +11,7 @@ import torch
 from rag_fixtures import DOCS, QUESTION, load
 from safetensors.torch import load_file, save_file
 
+from egtlm_core import RECOMPUTE_TOKENS
 from egtlm_core.cache import DiskTier, MemoryTier, TieredStore
 from egtlm_core.rag.matching import plan_from_prompt
 
@@ -63,19 +64,22 @@ def test_only_handed_out_documents_are_spliced_in_chat(tiny_llama_dir, tmp_path)
 
 def test_slots_report_what_is_exact_and_what_is_approximate(tiny_llama_dir):
     m = load(tiny_llama_dir)
-    result = m.answer(QUESTION, documents=LONG, max_new_tokens=2)
+    result = m.answer(QUESTION, documents=LONG, max_new_tokens=2, recompute_tokens=0)
     s = result.reuse
     assert (s.exact_slots, s.approximate_slots, s.recomputed_tokens) == (1, 2, 0)
     assert s.misses == 4 and s.hits == 0  # prefix + 3 documents, first call
     again = m.answer(QUESTION, documents=LONG, max_new_tokens=2, recompute_tokens=3)
     s = again.reuse
     assert (s.hits, s.approximate_hits, s.other_prefix_hits) == (4, 2, 0)
-    assert (s.exact_slots, s.approximate_slots, s.recomputed_tokens) == (1, 2, 9)  # 3 tokens per slot
+    assert (s.exact_slots, s.approximate_slots, s.recomputed_tokens) == (1, 2, 6)  # 3 per approximate slot
     assert s.summary()["approximate_slots"] == 2
     # Captured under the default head, a chain with its own head gets every slot approximate.
     m.rag.remember(LONG)
     chat = m.chat(_chat_prompt("Context:", LONG), max_new_tokens=2, reuse_cache=True).reuse
     assert chat.exact_slots == 0 and chat.approximate_slots == 3 and chat.other_prefix_hits == 3
+    # ... and, approximate, each gets its first RECOMPUTE_TOKENS tokens recomputed by default
+    heads = [min(RECOMPUTE_TOKENS, len(m.tokenizer(t, add_special_tokens=False)["input_ids"])) for t in LONG]
+    assert [d["recomputed"] for d in chat.documents[1:]] == heads
 
 
 def test_bidirectional_capture_is_never_exact(tiny_llama_dir):

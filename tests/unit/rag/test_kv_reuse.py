@@ -9,7 +9,7 @@ import pytest
 import torch
 from rag_fixtures import DOCS, QUESTION, load
 
-from egtlm_core import EgtLM
+from egtlm_core import RECOMPUTE_TOKENS, EgtLM
 from egtlm_core.modeling.compat import cache_kwarg
 from egtlm_core.rag.segment_plan import SegmentPlan
 
@@ -51,6 +51,8 @@ def block_attention_logits(m: EgtLM, plan: SegmentPlan, recompute_tokens: int = 
 
     With `recompute_tokens=r`, doc_j's first r tokens are live (they see everything before them but the
     copies), while its stored tail still saw the *captured* first r tokens: those join the P-copy.
+    The engine skips that for the first document (its live head would see only P, as its capture did);
+    recomputing it here too checks that skipping it changes nothing.
     """
     prefix = plan.prefix
     assert prefix is not None
@@ -183,15 +185,29 @@ def test_recompute_tokens_moves_tokens_from_reused_to_prefilled(tiny_llama_dir):
     no_repair, base = reuse_logits(m, plan)
     for n in (1, 4):
         got, stats = reuse_logits(m, plan, recompute_tokens=n)
-        assert stats.reused_tokens == base.reused_tokens - 3 * n
-        assert stats.prefilled_tokens == base.prefilled_tokens + 3 * n
+        # the first document's slot is exact: recomputing its head would change nothing
+        assert stats.reused_tokens == base.reused_tokens - 2 * n
+        assert stats.prefilled_tokens == base.prefilled_tokens + 2 * n
         assert stats.reused_tokens + stats.prefilled_tokens == len(plan.token_ids)
-        assert [d["recomputed"] for d in stats.documents if d["position"]] == [n, n, n]
+        assert [d["recomputed"] for d in stats.documents if d["position"]] == [0, n, n]
         # exactly what the block-attention reference with n live tokens per document computes
         assert max_diff(got, block_attention_logits(m, plan, recompute_tokens=n)) <= 1e-4
         assert max_diff(got, no_repair) > 1e-4
     result = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS, recompute_tokens=2)
-    assert result.reused_tokens == base.reused_tokens - 6
+    assert result.reused_tokens == base.reused_tokens - 4
+
+
+def test_answers_recompute_the_default_head_of_each_approximate_slot(tiny_llama_dir):
+    m = load(tiny_llama_dir)
+    plan = m.rag.plan(QUESTION, DOCS)
+    sizes = [len(d.token_ids) for d in plan.documents]
+    result = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
+    want = [0] + [min(RECOMPUTE_TOKENS, n) for n in sizes[1:]]
+    assert [d["recomputed"] for d in result.reuse.documents if d["position"]] == want
+    assert result.reuse.recomputed_tokens == sum(want)
+    spliced = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS, recompute_tokens=0)
+    assert spliced.reuse.recomputed_tokens == 0
+    assert spliced.reused_tokens == result.reused_tokens + sum(want)
 
 
 def test_recomputing_whole_documents_equals_full_prefill(tiny_llama_dir):
@@ -200,7 +216,8 @@ def test_recomputing_whole_documents_equals_full_prefill(tiny_llama_dir):
     longest = max(len(d.token_ids) for d in plan.documents)
     got, stats = reuse_logits(m, plan, recompute_tokens=longest)
     assert max_diff(got, full_logits(m, plan.token_ids)) <= 1e-4
-    assert stats.reused_tokens == len(plan.prefix.token_ids)  # only the prefix still comes from the store
+    # only the prefix and the first (exact) document still come from the store
+    assert stats.reused_tokens == len(plan.prefix.token_ids) + len(plan.documents[0].token_ids)
     full = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS, reuse_cache=False)
     again = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS, recompute_tokens=longest + 5)
     assert again.text == full.text

@@ -30,7 +30,7 @@ except ImportError as err:  # pragma: no cover - the extra is missing
         "llama_index.llms.egtlm needs llama-index-core: pip install 'egtlm[llamaindex]'"
     ) from err
 
-from egtlm_core import EgtLM, LazyLM, display_name, json_grammar, tool_call_schema
+from egtlm_core import RECOMPUTE_TOKENS, EgtLM, LazyLM, display_name, json_grammar, tool_call_schema
 
 from ._messages import (
     TOOL_CALLS,
@@ -90,7 +90,7 @@ class EgtLMLLM(FunctionCallingLLM):
     stop: list[str] | None = Field(default=None, description="Stop strings (not returned).")
     reuse_cache: bool = Field(default=True, description="Splice handed-out documents' stored states.")
     recompute_tokens: int = Field(
-        default=0, ge=0, description="Recompute each spliced document's first n tokens."
+        default=RECOMPUTE_TOKENS, ge=0, description="Recompute each spliced document's first n tokens."
     )
     context_window: int | None = Field(default=None, ge=1, description="None: the model config's.")
 
