@@ -115,6 +115,9 @@ class EgtLM:
         base_model: the base model for a PEFT adapter whose config names one you do not have.
         cache_store: where `index`/`answer` keep document KV states (an `egtlm_core.cache` tier);
             default: 1 GiB of RAM over a disk tier in the user cache dir.
+        share_weights: True (default) shares the weights with every EgtLM of the same source, dtype
+            and device in the process; False loads a private copy, for code that changes them in
+            place (`egtlm_core.training` does).
         **kwargs: `EgtLMConfig` fields (pooling, attention, normalize, embed_eos, prompt_format,
             query_instruction, ...) or their GritLM names (pooling_method, normalized, attn).
     """
@@ -132,6 +135,7 @@ class EgtLM:
         base_model: str | None = None,
         padding_side: str = "right",
         cache_store: Any = None,
+        share_weights: bool = True,
         **kwargs: Any,
     ) -> None:
         self.source: ModelSource = resolve_source(model_name_or_path, base=base_model)
@@ -158,6 +162,7 @@ class EgtLM:
             device=resolved_device,
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
+            share=share_weights,
         )
 
     # --- what the seed and GritLM code reach for -------------------------------------------------

@@ -82,8 +82,22 @@ def get_model(
     device: torch.device,
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
+    share: bool = True,
 ) -> LoadedModel:
-    """The shared `LoadedModel` for these settings, loading it (once, even under threads) if needed."""
+    """The shared `LoadedModel` for these settings, loading it (once, even under threads) if needed.
+
+    `share=False` loads a private copy that is never registered: for code that changes the weights
+    in place (training injects LoRA and steps the optimiser), which must not reach other users."""
+    if not share:
+        model, tokenizer = load_model_and_tokenizer(
+            source,
+            with_lm_head=with_lm_head,
+            dtype=dtype,
+            device=device,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+        return LoadedModel(source, model, tokenizer, dtype, device, attn_implementation, with_lm_head)
     key = ("LoadedModel", source.cache_id(), str(dtype), str(device), attn_implementation, trust_remote_code)
     with _key_lock(key):
         entry = _entries.get(key)

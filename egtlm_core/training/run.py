@@ -181,7 +181,8 @@ def train(plan: TrainConfig) -> TrainResult:
     out = Path(plan.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(run_config(plan), indent=2), encoding="utf-8")
-    lm = EgtLM(_base(plan), torch_dtype="float32", **plan.model_settings)
+    # A private copy: LoRA is injected into it in place and trained, which no other EgtLM may see
+    lm = EgtLM(_base(plan), torch_dtype="float32", share_weights=False, **plan.model_settings)
     checkpoint = last_checkpoint(out / "checkpoints")
     if checkpoint is None:  # a fresh run: answers of an earlier one do not belong to it
         (out / PROBE_FILE).unlink(missing_ok=True)
@@ -261,20 +262,16 @@ def train(plan: TrainConfig) -> TrainResult:
         data_collator=lambda features: features[0],
         callbacks=[DevSelection()],
     )
-    try:
-        trainer.train(resume_from_checkpoint=True if checkpoint is not None else None)
-        if not (out / "best").is_dir():  # no evaluation ran, or none kept generation: the last step
-            if selection.history and (probe is not None or chat is not None):
-                logger.warning(
-                    "No checkpoint kept generation (%.0f %% of the base's probe F1, chat agreement %.0f); "
-                    "the output is the last step and should not be shipped.",
-                    100 * plan.generation_floor,
-                    100 * plan.chat_floor,
-                )
-            save_trained(lm, model, plan, out / "best")
-    finally:  # LoRA was injected into the process-wide model: take it out again
-        if hasattr(model, "unload"):
-            model.unload()
+    trainer.train(resume_from_checkpoint=True if checkpoint is not None else None)
+    if not (out / "best").is_dir():  # no evaluation ran, or none kept generation: the last step
+        if selection.history and (probe is not None or chat is not None):
+            logger.warning(
+                "No checkpoint kept generation (%.0f %% of the base's probe F1, chat agreement %.0f); "
+                "the output is the last step and should not be shipped.",
+                100 * plan.generation_floor,
+                100 * plan.chat_floor,
+            )
+        save_trained(lm, model, plan, out / "best")
     for item in (out / "best").iterdir():  # the selected step becomes the output
         shutil.copy2(item, out / item.name)
     history = selection.history

@@ -32,7 +32,7 @@ CHAT = ChatRow(({"role": "user", "content": "capital of France?"}, {"role": "ass
 
 def _unified(tmp_path: Path, model_dir: Path) -> UnifiedTrainer:
     torch.manual_seed(0)
-    lm = EgtLM(str(model_dir), torch_dtype="float32")
+    lm = EgtLM(str(model_dir), torch_dtype="float32", share_weights=False)  # LoRA goes into it
     plan = TrainConfig(
         output_dir=str(tmp_path / "out"), model=str(model_dir), sources=[{"name": "x"}], lora_r=8
     )

@@ -86,7 +86,7 @@ def _mixed(unified: UnifiedTrainer, batches: list[dict[str, Any]], weights: list
 
 def _unified(tmp_path: Path, model_dir: Path) -> UnifiedTrainer:
     torch.manual_seed(0)
-    lm = EgtLM(str(model_dir), torch_dtype="float32")
+    lm = EgtLM(str(model_dir), torch_dtype="float32", share_weights=False)  # LoRA goes into it
     plan = _plan(tmp_path, model_dir, lora_r=8, lora_alpha=16)
     return UnifiedTrainer(lm, _wrap(lm, plan), plan)
 
@@ -111,7 +111,7 @@ def test_steps_lower_the_distillation_loss(tmp_path: Path, tiny_llama_dir: Path)
 
 def test_saved_adapter_embeds_as_the_model_in_training(tmp_path: Path, tiny_llama_dir: Path) -> None:
     torch.manual_seed(0)
-    lm = EgtLM(str(tiny_llama_dir), torch_dtype="float32", pooling_method="mean")
+    lm = EgtLM(str(tiny_llama_dir), torch_dtype="float32", pooling_method="mean", share_weights=False)
     plan = _plan(tmp_path, tiny_llama_dir, model_settings={"pooling_method": "mean"})
     model = _wrap(lm, plan)
     for name, p in model.named_parameters():
@@ -119,7 +119,8 @@ def test_saved_adapter_embeds_as_the_model_in_training(tmp_path: Path, tiny_llam
             p.data.normal_(std=0.2)  # a trained-looking adapter (B starts at zero)
     model.eval()
     in_training = lm.encode(TEXTS)
-    assert not np.allclose(in_training, EgtLM(str(tiny_llama_dir), torch_dtype="float32").encode(TEXTS))
+    base = EgtLM(str(tiny_llama_dir), torch_dtype="float32", pooling_method="mean")  # shared, untouched
+    assert not np.allclose(in_training, base.encode(TEXTS))
     save_trained(lm, model, plan, tmp_path / "saved")
     loaded = EgtLM(str(tmp_path / "saved"), torch_dtype="float32")
     assert loaded.config.pooling == "mean"  # the settings it was trained with come along
@@ -138,7 +139,12 @@ def test_train_writes_a_loadable_model_and_resumes(
     with pytest.raises(ValueError, match="needs Triplet rows"):  # scored pairs cannot feed InfoNCE
         train(plan)
     rows.write_text("\n".join(json.dumps(r) for r in items[:3]), encoding="utf-8")
+    held = EgtLM(str(tiny_llama_dir), torch_dtype="float32")  # another user of the same weights
+    before = held.encode(TEXTS)
     result = train(plan)
+    # training ran on a private copy: the held model got no LoRA layers and embeds as before
+    assert not any("lora" in name for name, _ in held.model.named_modules())
+    np.testing.assert_array_equal(held.encode(TEXTS), before)
     out = Path(result.output_dir)
     assert (out / "adapter_model.safetensors").is_file() and (out / "egtlm_config.json").is_file()
     evals = [h["step"] for h in result.history if "stsb_dev" in h]
@@ -151,6 +157,20 @@ def test_train_writes_a_loadable_model_and_resumes(
     assert (out / "checkpoints" / "checkpoint-6").is_dir()
     assert [h["step"] for h in again.history if "loss" in h] == [1, 2, 3, 4, 5, 6]  # resumed after step 4
     assert again.best_stsb_dev >= result.best_stsb_dev  # the first run's best survives the resume
+
+
+def test_full_fine_tuning_never_changes_a_model_other_code_holds(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps({"query": t.query, "pos": [t.pos]}) for t in TRIPLETS), "utf-8")
+    held = EgtLM(str(tiny_llama_dir), torch_dtype="float32")
+    before = held.encode(TEXTS)
+    sources = [{"name": str(rows), "loss": "contrastive"}]
+    plan = _plan(tmp_path, tiny_llama_dir, sources=sources, lora=False, max_steps=2, batch_size=3)
+    trained = EgtLM(train(plan).output_dir, torch_dtype="float32").encode(TEXTS)
+    assert not np.allclose(trained, before)  # the steps changed the weights they trained ...
+    np.testing.assert_array_equal(held.encode(TEXTS), before)  # ... a private copy, not these
 
 
 def test_selection_resumes_from_the_checkpoint_step(tmp_path: Path) -> None:
