@@ -593,7 +593,8 @@ The LCEL RAG chain from LangChain's tutorial, built twice in one process over th
   `ChatHuggingFace(llm=HuggingFacePipeline(pipeline("text-generation", ...)))`.
 - **egtlm**: `EgtLMEmbeddings` → Chroma, `EgtLMCacheRetriever(vectorstore, k={args.k}, prompt=prompt)`,
   `ChatEgtLM(reuse_cache=True)`: one model embeds, stores each paragraph's KV states when it is
-  indexed, and splices them when the retrieved paragraphs appear in the prompt.
+  indexed, and splices them when the retrieved paragraphs appear in the prompt, recomputing the
+  first {RECOMPUTE_TOKENS} tokens of each approximately spliced one (`recompute_tokens`, the default).
 - **egtlm, no reuse**: the same egtlm chain with `ChatEgtLM(reuse_cache=False)` (the prompt is
   prefilled in full): it separates what cache reuse buys from the other differences between stacks.
 
