@@ -581,8 +581,9 @@ def write_report(args: Any, info: dict[str, str], s: Summary) -> None:
     flag = f" --recompute {args.recompute}" if args.recompute is not None else ""
     md = f"""# LangChain RAG chain: langchain-huggingface vs egtlm
 
-The LCEL RAG chain from LangChain's tutorial, built twice in one process over the same weights
-(`egtlm_core.default_model_dir()`, SmolLM2-135M-Instruct) and run on the same questions:
+The LCEL RAG chain from LangChain's tutorial, built twice in one process over the same base weights
+(`egtlm_core.default_model_dir()`, SmolLM2-135M-Instruct; egtlm applies its shipped adapter on top,
+as `EgtLM()` does by default, docs/model_card.md) and run on the same questions:
 
 ```python
 {{"context": retriever | format_docs, "question": RunnablePassthrough()}} | prompt | chat | StrOutputParser()
@@ -684,8 +685,8 @@ def why(s: Summary, args: Any) -> str:
         f"- **Retrieval.** The question's own paragraph came first for {gold(hs, 1)}/{s.n} questions with "
         f"sentence-transformers' vectors (in the top {args.k}: {gold(hs, None)}/{s.n}) and for "
         f"{gold(es, 1)}/{s.n} with egtlm's (top {args.k}: {gold(es, None)}/{s.n}): mean-pooled states "
-        "of a chat-wrapped text embed this untrained decoder poorly; egtlm's default (causal, "
-        "weighted mean) does better (docs/architecture.md).",
+        "of a chat-wrapped text embed the untrained decoder poorly; egtlm's default (the shipped "
+        "adapter, trained to embed: causal attention, weighted mean) does better (docs/model_card.md).",
         f"- **Answers.** The gold span was in {sum(hf.correct)}/{s.n} langchain-huggingface answers, "
         f"{sum(eg.correct)}/{s.n} egtlm answers with reuse (ChatEgtLM's default: the first "
         f"{RECOMPUTE_TOKENS} tokens of each spliced paragraph recomputed) and {sum(pre.correct)}/{s.n} "
@@ -703,18 +704,27 @@ def why(s: Summary, args: Any) -> str:
             f"- **Target not met**: {s.speedup:.2f}× < {TARGET:.0f}× per question with answers of up to "
             f"{args.max_new_tokens} tokens (median {med(eg.tokens):.0f}); ≥ {TARGET:.0f}× holds for {where}. "
             f"The first token comes {s.ttft_speedup:.1f}× sooner, but decoding is bound by reading the "
-            "weights once per token, on one core here."
+            f"weights once per token, on {args.threads} torch thread(s) here."
         )
     return "\n".join(lines)
 
 
 def recompute_note(s: Summary) -> str:
     extra = [name for name in s.runs if name.startswith("egtlm, recompute")]
-    return "".join(
-        f" With `recompute_tokens={name.rsplit(' ', 1)[1]}` (the first tokens of each spliced paragraph "
-        f"recomputed): {sum(s.runs[name].correct)}/{s.n}, {med(s.runs[name].latency):.3f} s per question."
-        for name in extra
-    )
+    notes = []
+    for name in extra:
+        n = name.rsplit(" ", 1)[1]
+        what = (
+            "every stored token spliced, nothing recomputed"
+            if n == "0"
+            else (f"the first {n} tokens of each spliced paragraph recomputed")
+        )
+        run = s.runs[name]
+        notes.append(
+            f" With `recompute_tokens={n}` ({what}): {sum(run.correct)}/{s.n}, "
+            f"{med(run.latency):.3f} s per question."
+        )
+    return "".join(notes)
 
 
 def same_answers(n: int, dtypes: list[str], max_new_tokens: int) -> None:
