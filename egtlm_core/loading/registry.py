@@ -88,8 +88,10 @@ def get_model(
 
     `share=False` loads a private copy that is never registered: for code that changes the weights
     in place (training injects LoRA and steps the optimiser), which must not reach other users."""
-    if not share:
-        model, tokenizer = load_model_and_tokenizer(
+
+    def load() -> tuple[Any, Any]:
+        logger.info("Loading %s (%s, %s, lm_head=%s)", source.cache_id(), dtype, device, with_lm_head)
+        return load_model_and_tokenizer(
             source,
             with_lm_head=with_lm_head,
             dtype=dtype,
@@ -97,21 +99,15 @@ def get_model(
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
         )
-        return LoadedModel(source, model, tokenizer, dtype, device, attn_implementation, with_lm_head)
+
+    if not share:
+        return LoadedModel(source, *load(), dtype, device, attn_implementation, with_lm_head)
     key = ("LoadedModel", source.cache_id(), str(dtype), str(device), attn_implementation, trust_remote_code)
     with _key_lock(key):
         entry = _entries.get(key)
         if entry is not None and (entry.has_lm_head or not with_lm_head):
             return entry
-        logger.info("Loading %s (%s, %s, lm_head=%s)", source.cache_id(), dtype, device, with_lm_head)
-        model, tokenizer = load_model_and_tokenizer(
-            source,
-            with_lm_head=with_lm_head,
-            dtype=dtype,
-            device=device,
-            attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code,
-        )
+        model, tokenizer = load()
         if entry is not None:  # upgrade an embedding-only entry in place: one copy of the weights
             with entry.lock:
                 entry.model, entry.tokenizer, entry.has_lm_head = model, tokenizer, True
