@@ -534,15 +534,16 @@ class EgtLM:
     def index(
         self,
         documents: Sequence[Any],
-        ids: Sequence[str] | None = None,
+        ids: Sequence[str | None] | None = None,
         metadatas: Sequence[dict[str, Any]] | None = None,
         *,
         index: DocumentIndex | None = None,
     ) -> list[str]:
         """Embed documents and store their KV states for reuse by `answer`; returns their ids.
 
-        `index` is where the vectors go (default: the model's own, `EgtLM.documents`). An id already
-        present is replaced: text, metadata, vector and stored states.
+        `index` is where the vectors go (default: the model's own, `EgtLM.documents`). A missing id
+        (None) is a hash of the text. An id already present is replaced: text, metadata, vector and
+        stored states.
         """
         return self.rag.add_documents(documents, ids, metadatas, index=index)
 

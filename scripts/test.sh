@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh test
 . .venv/bin/activate
 ruff check .
-mypy egtlm_core
+mypy
 set +e
 python -m pytest -q -m "slow or not slow" -p no:cacheprovider "$@"
 rc=$?

@@ -202,7 +202,7 @@ class SharedCacheRAG:
     def add_documents(
         self,
         documents: Sequence[Any],
-        ids: Sequence[str] | None = None,
+        ids: Sequence[str | None] | None = None,
         metadatas: Sequence[Mapping[str, Any]] | None = None,
         *,
         index: DocumentIndex | None = None,
@@ -211,9 +211,9 @@ class SharedCacheRAG:
     ) -> list[str]:
         """Embed documents into `index` (default: this engine's own) and store their KV states.
 
-        Ids default to a hash of the text. An id already present is replaced (text, metadata, vector)
-        and the replaced text's stored states are dropped. `prefix` is the prompt text the states
-        are captured after (see `store_states`). Returns the ids.
+        Ids default to a hash of the text (each one given as None, too). An id already present is
+        replaced (text, metadata, vector) and the replaced text's stored states are dropped.
+        `prefix` is the prompt text the states are captured after (see `store_states`). Returns the ids.
         """
         index = self.documents if index is None else index
         texts = [document_text(d) for d in documents]
@@ -221,7 +221,8 @@ class SharedCacheRAG:
             raise ValueError(f"Got {len(ids)} ids for {len(texts)} documents.")
         if not texts:
             return []
-        doc_ids = list(ids) if ids is not None else [sha256_text(t)[:16] for t in texts]
+        given = ids if ids is not None else [None] * len(texts)
+        doc_ids = [i or sha256_text(t)[:16] for i, t in zip(given, texts, strict=True)]
         one_pass = self._one_pass_pooling() if capture_states and prefix is None else None
         if one_pass is None:
             vectors = self.encoder.encode_documents(texts)

@@ -90,7 +90,7 @@ class EgtLMEmbeddings(BaseModel, Embeddings):
     @property
     def client(self) -> EgtLM:
         """The `EgtLM` doing the work (loaded on first access; rebuilt if the fields changed)."""
-        settings = {"mode": self.mode, "model_kwargs": self.model_kwargs, "config": self._config()}
+        settings: dict[str, Any] = dict(mode=self.mode, model_kwargs=self.model_kwargs, config=self._config())
         if not self._lazy.matches(self.model, **settings):
             self._lazy = LazyLM(self.model, **settings)
         return self._lazy.get()

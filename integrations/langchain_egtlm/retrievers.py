@@ -141,10 +141,9 @@ class EgtLMCacheRetriever(BaseRetriever):
         if not documents:
             return []
         if self.vectorstore is None:
-            given = ids if ids is not None else [d.id for d in documents]
             return self.lm.rag.add_documents(
                 [d.page_content for d in documents],
-                given if all(given) else None,  # LangChain documents may carry their own ids
+                ids if ids is not None else [d.id for d in documents],  # each may carry its own id
                 [d.metadata for d in documents],
                 index=self._index,
                 prefix=self.capture_prefix(),

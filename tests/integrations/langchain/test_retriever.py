@@ -80,6 +80,16 @@ def test_delete_and_re_add_replace_documents_and_states(tiny_lm):
     assert not store.contains(tiny_lm.rag.cache_keys([DOCS[1]])[0])
 
 
+def test_documents_keep_their_own_ids_and_the_others_get_one(tiny_lm):
+    # As LangChain's vector stores do: a document's own id is kept, a missing one is generated.
+    retriever = EgtLMCacheRetriever(model=tiny_lm, k=4)
+    assert retriever.add_documents([Document(DOCS[0], id="x"), Document(DOCS[1], id="y")]) == ["x", "y"]
+    mixed = retriever.add_documents([Document(DOCS[2], id="z"), Document(DOCS[3])])
+    assert mixed[0] == "z" and mixed[1] not in {"x", "y", "z", ""}
+    assert {d.id for d in retriever.invoke(QUESTION)} == {"x", "y", "z", mixed[1]}
+    assert retriever.add_documents([Document(DOCS[0], id="x")], ids=["w"]) == ["w"]
+
+
 def test_documents_carry_the_handle_of_their_stored_states(tiny_lm):
     retriever = EgtLMCacheRetriever(model=tiny_lm, k=4)
     ids = retriever.add_texts(DOCS)

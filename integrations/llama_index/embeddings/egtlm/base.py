@@ -53,7 +53,7 @@ class EgtLMEmbedding(BaseEmbedding):
     def __init__(self, model: Any = None, **kwargs: Any) -> None:
         if "model_name" not in kwargs:
             kwargs["model_name"] = display_name(model)
-        super().__init__(model=model, **kwargs)
+        super().__init__(**{**kwargs, "model": model})
 
     def _config(self) -> dict[str, Any]:
         values = {

@@ -292,7 +292,8 @@ class EgtLMLLM(FunctionCallingLLM):
         llm_kwargs: dict | None = None,
         **prompt_args: Any,
     ) -> Model:
-        return await asyncio.to_thread(self.structured_predict, output_cls, prompt, llm_kwargs, **prompt_args)
+        predict = self.structured_predict
+        return await asyncio.to_thread(lambda: predict(output_cls, prompt, llm_kwargs, **prompt_args))
 
 
 def _user(prompt: str) -> list[ChatMessage]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from typing import Any
 
 try:
@@ -162,7 +162,9 @@ def _with_report(response: Any, reports: list[dict[str, Any]]) -> Any:
     return response
 
 
-def _tracked(tokens: Iterator[str], response: Any, started: list[dict[str, Any]]) -> Iterator[str]:
+def _tracked(
+    tokens: Iterator[str], response: Any, started: list[dict[str, Any]]
+) -> Generator[str, None, None]:
     """A streamed answer's tokens; its report lands in the metadata when the stream ends.
 
     Generations started while synthesizing report into `started`; LlamaIndex starts some lazily,
@@ -175,7 +177,7 @@ def _tracked(tokens: Iterator[str], response: Any, started: list[dict[str, Any]]
 
 async def _atracked(
     tokens: AsyncIterator[str], response: Any, started: list[dict[str, Any]]
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     with collect_reports() as late:
         async for token in tokens:
             yield token
