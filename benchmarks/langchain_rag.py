@@ -37,7 +37,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,7 +218,7 @@ def build_huggingface(model_dir: Path, dtype: torch.dtype, max_new_tokens: int, 
 
 
 def build_egtlm(
-    dtype: torch.dtype, max_new_tokens: int, k: int, tmp: Path, recompute: int | None = None
+    dtype: torch.dtype, max_new_tokens: int, k: int, tmp: Path, recompute: Sequence[int] = ()
 ) -> Stack:
     from langchain_egtlm import ChatEgtLM, EgtLMCacheRetriever, EgtLMEmbeddings
 
@@ -234,10 +234,10 @@ def build_egtlm(
     )
     retriever = EgtLMCacheRetriever(vectorstore=store, k=k, prompt=PROMPT, model_kwargs=load)
     setup = {"context": retriever | format_docs, "question": RunnablePassthrough()}
-    # "egtlm" is ChatEgtLM's default (reuse, `recompute_tokens=RECOMPUTE_TOKENS`); --recompute adds another
+    # "egtlm" is ChatEgtLM's default (reuse, `recompute_tokens=RECOMPUTE_TOKENS`); --recompute adds others
     variants = [("egtlm", True, RECOMPUTE_TOKENS), ("egtlm, no reuse", False, RECOMPUTE_TOKENS)]
-    if recompute is not None and recompute != RECOMPUTE_TOKENS:
-        variants.append((f"egtlm, recompute {recompute}", True, recompute))
+    extra = [n for n in dict.fromkeys(recompute) if n != RECOMPUTE_TOKENS]
+    variants += [(f"egtlm, recompute {n}", True, n) for n in extra]
     chains = {
         name: setup
         | PROMPT
@@ -578,7 +578,8 @@ def write_report(args: Any, info: dict[str, str], s: Summary) -> None:
     )
     headers, rows = result_rows(s)
     reused, prefilled, approximate, misses = s.reuse()
-    flag = f" --recompute {args.recompute}" if args.recompute is not None else ""
+    flag = "".join(f" {n}" for n in args.recompute)
+    flag = f" --recompute{flag}" if flag else ""
     md = f"""# LangChain RAG chain: langchain-huggingface vs egtlm
 
 The LCEL RAG chain from LangChain's tutorial, built twice in one process over the same base weights
@@ -765,9 +766,10 @@ def main() -> None:
     ap.add_argument(
         "--recompute",
         type=int,
-        default=None,
+        nargs="+",
+        default=[],
         metavar="N",
-        help=f"also run egtlm with recompute_tokens=N (default {RECOMPUTE_TOKENS}; 0: splice all stored)",
+        help=f"also run egtlm with recompute_tokens=N for each N (default {RECOMPUTE_TOKENS}; 0: splice all)",
     )
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/")
     ap.add_argument(
