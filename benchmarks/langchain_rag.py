@@ -578,8 +578,7 @@ def write_report(args: Any, info: dict[str, str], s: Summary) -> None:
     )
     headers, rows = result_rows(s)
     reused, prefilled, approximate, misses = s.reuse()
-    flag = "".join(f" {n}" for n in args.recompute)
-    flag = f" --recompute{flag}" if flag else ""
+    flag = f" --recompute {' '.join(map(str, args.recompute))}" if args.recompute else ""
     md = f"""# LangChain RAG chain: langchain-huggingface vs egtlm
 
 The LCEL RAG chain from LangChain's tutorial, built twice in one process over the same base weights

@@ -290,7 +290,7 @@ class SharedCacheRAG:
         self.remember([hit.document.text for hit in hits])  # handed out: `chat` may splice them
         return hits
 
-    def index(self, documents: Sequence[Any], ids: Sequence[str] | None = None) -> list[str]:
+    def index(self, documents: Sequence[Any], ids: Sequence[str | None] | None = None) -> list[str]:
         """`EgtLM.index`: embed documents into the own index and store their KV states; -> ids."""
         return self.add_documents(documents, ids)
 

@@ -76,7 +76,7 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
         elif isinstance(message, HumanMessage):
             out.append({"role": "user", "content": content_text(message.content)})
         elif isinstance(message, AIMessage):
-            names.update({tc["id"]: tc["name"] for tc in message.tool_calls if tc["id"]})
+            names.update({call_id: tc["name"] for tc in message.tool_calls if (call_id := tc.get("id"))})
             out.append({"role": "assistant", "content": _assistant_text(message)})
         elif isinstance(message, ChatMessage):
             role = {"human": "user", "ai": "assistant"}.get(message.role, message.role)

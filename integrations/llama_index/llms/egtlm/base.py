@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -292,8 +293,8 @@ class EgtLMLLM(FunctionCallingLLM):
         llm_kwargs: dict | None = None,
         **prompt_args: Any,
     ) -> Model:
-        predict = self.structured_predict
-        return await asyncio.to_thread(lambda: predict(output_cls, prompt, llm_kwargs, **prompt_args))
+        predict = functools.partial(self.structured_predict, output_cls, prompt, llm_kwargs, **prompt_args)
+        return await asyncio.to_thread(predict)
 
 
 def _user(prompt: str) -> list[ChatMessage]:
