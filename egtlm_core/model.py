@@ -92,7 +92,9 @@ class ChatOptions:
 CPU_BATCH_TOKENS = 1024
 
 # Arguments GritLM / MTEB callers pass to encode that have no effect here (numpy is the default output).
-_ACCEPTED_IGNORED = {"convert_to_numpy", "recast", "add_special_tokens", "prompt_name", "task_name"}
+_ACCEPTED_IGNORED = {"convert_to_numpy", "recast", "add_special_tokens", "task_name"}
+# `encode(prompt_name=...)`, sentence-transformers' habit: the role whose configured side embeds the texts.
+PROMPT_NAMES = ("query", "document")
 
 
 class EgtLM:
@@ -248,9 +250,14 @@ class EgtLM:
     ) -> Any:
         """Embed texts: float32 [n, d] (L2-normalised by default); a single string gives [d].
 
+        With no `instruction` the texts embed on the model's symmetric side, the one its training
+        made best for comparing texts with each other: the document side (`encode_documents`), so
+        `encode(texts)` is what `EgtLMEmbeddings`, the sentence-transformers module, Chroma, LlamaIndex
+        and the server's `/v1/embeddings` return for texts. `prompt_name="query"` / `"document"`
+        selects a role as sentence-transformers does (`encode_queries` / `encode_documents`).
         `instruction` is a finished prefix (e.g. "<|user|>\\n...\\n<|embed|>\\n"); it takes part in
-        attention but not in mean-type pooling. With `get_cache=True` also returns one KV cache per
-        text (padding removed, in input order).
+        attention but not in mean-type pooling; `instruction=""` embeds the bare texts. With
+        `get_cache=True` also returns one KV cache per text (padding removed, in input order).
 
         `method="answer"` embeds InBedder-style: `instruction` is a question about each text, the
         model answers it greedily and the vector comes from the answer's hidden states (options
@@ -275,6 +282,23 @@ class EgtLM:
             )
         if method != "pool":
             raise ValueError(f"Unknown encode method {method!r}; expected 'pool' or 'answer'.")
+        options = dict(
+            batch_size=batch_size,
+            max_length=max_length,
+            dim=dim,
+            convert_to_tensor=convert_to_tensor,
+            show_progress_bar=show_progress_bar,
+            get_cache=get_cache,
+            **kwargs,
+        )
+        role = options.pop("prompt_name", None)
+        if role is not None or instruction is None:
+            if role is not None and instruction is not None:
+                raise TypeError("Pass either prompt_name or instruction to encode(), not both.")
+            if role not in (None, *PROMPT_NAMES):
+                raise ValueError(f"Unknown prompt_name {role!r}; expected one of {PROMPT_NAMES}.")
+            side = self.encode_queries if role == "query" else self.encode_documents
+            return side(texts, **options)
         return self._encode_pooled(
             texts,
             lambda items, limit: self.embedding_inputs(items, instruction or "", limit),
@@ -369,11 +393,12 @@ class EgtLM:
         """Embed documents (strings or {"title", "text"} dicts) in the configured document context:
         after the document instruction, or (`document_context="rag"`) after the RAG prompt head, as
         their KV states are captured."""
-        texts = (
-            document_text(documents)
-            if isinstance(documents, (str, dict))
-            else [document_text(d) for d in documents]
-        )
+        if isinstance(documents, (str, dict)):
+            texts: Any = document_text(documents)
+        elif documents is None or not isinstance(documents, Sequence):
+            texts = check_texts(documents)[0]  # raises the same TypeError as `encode`
+        else:
+            texts = [d if not isinstance(d, dict) else document_text(d) for d in documents]
         if self.config.document_context == "instruction":
             return self.encode(texts, instruction=self._document_instruction(), **kwargs)
         if "instruction" in kwargs:

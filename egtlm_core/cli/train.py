@@ -29,12 +29,17 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("config", type=Path, metavar="CONFIG.yaml", help="training settings")
     p.add_argument("--output-dir", default=None, metavar="DIR", help="overrides the config's output_dir")
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="overrides max_steps")
+    p.add_argument(
+        "--teachers-only",
+        action="store_true",
+        help="only compute (or complete) the teachers' vectors of the training texts, then stop",
+    )
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        from ..training import TrainConfig, train
+        from ..training import TrainConfig, teacher_step, train
     except ImportError as e:  # pragma: no cover - peft/yaml missing
         raise UsageError(f"egtlm train needs the training extra: pip install 'egtlm[train]' ({e})") from e
 
@@ -46,6 +51,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         plan.max_steps = args.max_steps
         plan.__post_init__()
+    if args.teachers_only:
+        if not plan.teachers:
+            raise UsageError(f"{args.config} names no `teachers`; there is nothing to compute.")
+        vectors = teacher_step(plan)
+        print(f"Teacher vectors of {len(vectors.rows) if vectors else 0} texts in {plan.teacher_cache}")
+        return 0
     result = train(plan)
     print(f"best step {result.best_step}: STS-B dev Spearman {result.best_stsb_dev:.4f}")
     print(f"Wrote {result.output_dir}")

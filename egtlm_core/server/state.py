@@ -88,7 +88,7 @@ class ServerState:
     # --- embedding (the batcher's one thread) ------------------------------------------------------
     def _embed(self, texts: list[str], input_type: str, dim: int | None) -> tuple[np.ndarray, list[int]]:
         lm = self.lm
-        encode = lm.encode_queries if input_type == "query" else lm.encode_documents
-        vectors = encode(texts, dim=dim)
+        role = "query" if input_type == "query" else "document"  # a text's vector is `EgtLM.encode`'s
+        vectors = lm.encode(texts, prompt_name=role, dim=dim)
         tokens = [len(ids) for ids in lm.tokenizer(texts, add_special_tokens=True)["input_ids"]]
         return np.asarray(vectors, dtype=np.float32), tokens

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .config import LOSSES, SourceSpec, TrainConfig
 from .data import READERS, ChatRow, RAGRow, ScoredPairRow, Triplet, load_source, parse_row, read_jsonl
 from .losses import cosent, distillation_kl, info_nce, margin_loss, next_token_loss
-from .run import train
+from .run import teacher_step, train
 from .trainer import DEFAULT_BASE, SETTINGS_FILE, TrainResult
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "next_token_loss",
     "parse_row",
     "read_jsonl",
+    "teacher_step",
     "train",
 ]

@@ -56,6 +56,11 @@ class TrainConfig:
     margin: float = 0.5  # EGTLM margin loss alpha
     cosent_scale: float = 20.0
     distill_temperature: float = 1.0
+    teachers: list[str] = field(default_factory=list)  # embedders distilled into every embedding batch
+    teacher_dir: str | None = None  # their vectors, computed once (None: `teachers/` beside output_dir)
+    teacher_weight: float = 1.0  # multiplier of the teacher losses added to each embedding batch's loss
+    teacher_mse_weight: float = 10.0  # similarity MSE beside the ranking KL inside the teacher loss
+    teacher_temperature: float = 0.05  # softmax temperature of the ranking KL (student and teacher)
     rag_documents: int = 3  # documents per distillation sample (the gold one among distractors)
     max_length: int = 256  # tokens per embedded text
     eval_steps: int = 50
@@ -85,8 +90,19 @@ class TrainConfig:
         for name in ("generation_floor", "chat_floor"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}.")
-        if not 0 < self.temperature <= 1:
-            raise ValueError(f"temperature must be in (0, 1], got {self.temperature!r}.")
+        for name in ("temperature", "teacher_temperature"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)!r}.")
+        for name in ("teacher_weight", "teacher_mse_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        if isinstance(self.teachers, str):
+            self.teachers = [self.teachers]
+
+    @property
+    def teacher_cache(self) -> Path:
+        """Where teacher vectors (and unpacked teacher models) are kept between runs."""
+        return Path(self.teacher_dir) if self.teacher_dir else Path(self.output_dir).parent / "teachers"
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> TrainConfig:
@@ -100,8 +116,9 @@ class TrainConfig:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"{path}: unknown settings {sorted(unknown)}; see TrainConfig for the names.")
-        if "output_dir" in data and not Path(data["output_dir"]).is_absolute():
-            data["output_dir"] = str((path.parent / data["output_dir"]).resolve())
+        for key in ("output_dir", "teacher_dir"):
+            if data.get(key) and not Path(data[key]).is_absolute():
+                data[key] = str((path.parent / data[key]).resolve())
         data["sources"] = [_resolved(s, path.parent) for s in data.get("sources") or []]
         return cls(**data)
 

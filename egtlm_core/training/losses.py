@@ -70,3 +70,18 @@ def distillation_kl(
     per_token = (teacher.exp() * (teacher - student)).sum(-1)  # [b, s]
     weights = mask.to(per_token.dtype)
     return (per_token * weights).sum() / weights.sum().clamp(min=1.0) * t * t
+
+
+def similarity_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """Distillation of each row's ranking: KL(softmax(teacher/τ) ‖ softmax(student/τ)) per row of two
+    [b, c] similarity matrices, averaged over rows. Every candidate of a row gets a target weight from
+    the teacher, not only the one labelled positive (the relative-ranking part of Jasper/Stella)."""
+    target = F.log_softmax(teacher.float() / temperature, dim=-1)
+    pred = F.log_softmax(student.float() / temperature, dim=-1)
+    return (target.exp() * (target - pred)).sum(-1).mean()
+
+
+def similarity_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of two similarity matrices: the teacher's cosine of every pair is the
+    student's target (Jasper/Stella's similarity loss; dimension-free, so no projection is trained)."""
+    return (student.float() - teacher.float()).pow(2).mean()

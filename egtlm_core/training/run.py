@@ -25,7 +25,9 @@ from ..loading.devices import cpu_auto_dtype_and_reason
 from ..model import EgtLM
 from .config import TrainConfig
 from .probe import ChatProbe, GenerationProbe
+from .teachers import TeacherVectors, teacher_vectors
 from .trainer import (
+    EMBEDDING_LOSSES,
     MixedBatches,
     TrainResult,
     UnifiedTrainer,
@@ -33,6 +35,7 @@ from .trainer import (
     run_config,
     save_trained,
     sts_dev,
+    teacher_texts,
 )
 
 logger = logging.getLogger(__name__)
@@ -125,6 +128,22 @@ def last_checkpoint(folder: Path) -> int | None:
     return max(steps) if steps else None
 
 
+def teacher_step(plan: TrainConfig) -> TeacherVectors | None:
+    """Only the teacher step of `plan` (`egtlm train --teachers-only`): no student model is loaded."""
+    return prepare_teachers(plan, load_sources(plan, losses=EMBEDDING_LOSSES))
+
+
+def prepare_teachers(plan: TrainConfig, sources: Any) -> TeacherVectors | None:
+    """The teachers' vectors of every text the embedding losses see (the first, resumable step of a
+    distillation run; stored vectors are read, missing ones computed), or None without teachers."""
+    if not plan.teachers:
+        return None
+    texts = teacher_texts(sources)
+    members = [teacher_vectors(n, texts, plan.teacher_cache, plan.max_length) for n in plan.teachers]
+    logger.info("Teacher vectors ready: %s, %d texts", "+".join(plan.teachers), len(texts))
+    return TeacherVectors.ensemble(members)
+
+
 def _wrap(lm: EgtLM, plan: TrainConfig) -> Any:
     """The trainable model: the EgtLM's causal LM with LoRA injected in place (or all weights)."""
     model = lm.model
@@ -188,8 +207,9 @@ def train(plan: TrainConfig) -> TrainResult:
         (out / PROBE_FILE).unlink(missing_ok=True)
         shutil.rmtree(out / "self_answers", ignore_errors=True)
     sources = load_sources(plan, lm)  # before LoRA: prompts are answered by the base model
+    teachers = prepare_teachers(plan, sources)
     model = _wrap(lm, plan)
-    unified = UnifiedTrainer(lm, model, plan)
+    unified = UnifiedTrainer(lm, model, plan, teachers)
     dev = subsample(read_stsb("dev"), plan.eval_pairs, seed=plan.seed)
     selection = Selection.resume(out, checkpoint)
 

@@ -26,9 +26,19 @@ from ..loading.sources import DEFAULT_BASE, SETTINGS_FILE
 from ..model import EgtLM
 from .config import SourceSpec, TrainConfig
 from .data import DOCUMENT, QUERY, ChatRow, PromptRow, RAGRow, Row, ScoredPairRow, Triplet, load_source
-from .losses import IGNORE, cosent, distillation_kl, info_nce, margin_loss, next_token_loss
+from .losses import (
+    IGNORE,
+    cosent,
+    distillation_kl,
+    info_nce,
+    margin_loss,
+    next_token_loss,
+    similarity_kl,
+    similarity_mse,
+)
 from .passes import SAMPLE_MAX_TOKENS, block_logits, chat_batch, chat_labels, embed, rag_sample
 from .self_answers import answer_prompts
+from .teachers import TeacherVectors
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +108,8 @@ def with_distractors(
 class UnifiedTrainer:
     """The losses of one step over an `EgtLM` (whose LM may be a peft model) — used by `Trainer`."""
 
-    def __init__(self, lm: EgtLM, model: Any, plan: TrainConfig):
-        self.lm, self.model, self.plan = lm, model, plan
+    def __init__(self, lm: EgtLM, model: Any, plan: TrainConfig, teachers: TeacherVectors | None = None):
+        self.lm, self.model, self.plan, self.teachers = lm, model, plan, teachers
         self.recent: dict[str, list[float]] = {}  # per-source losses since the last `drain`
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -135,7 +145,8 @@ class UnifiedTrainer:
             u = embed(self.lm, [r.text1 for r in rows], DOCUMENT, self.plan.max_length)
             v = embed(self.lm, [r.text2 for r in rows], DOCUMENT, self.plan.max_length)
             scores = torch.tensor([r.score for r in rows], device=u.device)
-            return cosent(u, v, scores, self.plan.cosent_scale)
+            loss = cosent(u, v, scores, self.plan.cosent_scale)
+            return loss + self._taught(u, v, [r.text1 for r in rows], [r.text2 for r in rows])
         if kind == "generative":
             chats = [r if isinstance(r, ChatRow) else as_chat(r) for r in rows]
             inputs = {k: v.to(self.lm.device) for k, v in chat_batch(self.lm, chats).items()}
@@ -153,7 +164,24 @@ class UnifiedTrainer:
         p = embed(self.lm, [r.pos for r in rows], DOCUMENT, self.plan.max_length)
         negs = [n for r in rows for n in r.negs]
         n = embed(self.lm, negs, DOCUMENT, self.plan.max_length) if negs else None
-        return info_nce(q, p, n, self.plan.temperature)
+        loss = info_nce(q, p, n, self.plan.temperature)
+        candidates = p if n is None else torch.cat([p, n])
+        return loss + self._taught(q, candidates, [r.query for r in rows], [r.pos for r in rows] + negs)
+
+    def _taught(
+        self, queries: torch.Tensor, candidates: torch.Tensor, qs: list[Any], cs: list[Any]
+    ) -> torch.Tensor:
+        """The teacher losses of one embedding batch times `teacher_weight` (zero without teachers):
+        every query-candidate and candidate-candidate similarity gets the teacher's as its target."""
+        if self.teachers is None or self.plan.teacher_weight == 0:
+            return queries.new_zeros(())
+        tq = self.teachers.lookup([body(t) for t in qs], queries.device)
+        tc = self.teachers.lookup([body(t) for t in cs], queries.device)
+        value = teacher_loss(
+            queries, candidates, tq, tc, self.plan.teacher_temperature, self.plan.teacher_mse_weight
+        )
+        self.recent.setdefault("teacher", []).append(float(value.detach()))
+        return value * self.plan.teacher_weight
 
     def _margin(self, rows: list[Triplet]) -> torch.Tensor:
         pairs = [(r.query, r.pos, 0) for r in rows] + [(r.query, n, 1) for r in rows for n in r.negs]
@@ -197,6 +225,47 @@ class UnifiedTrainer:
                 "The distill and anchor losses need LoRA training (the base model is the teacher)."
             )
         return disable()
+
+
+def body(text: Any) -> str:
+    """The text of a training text without its task instruction (teachers embed plain text)."""
+    return text if isinstance(text, str) else text[1]
+
+
+def teacher_loss(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    teacher_queries: torch.Tensor,
+    teacher_candidates: torch.Tensor,
+    temperature: float = 0.05,
+    mse_weight: float = 10.0,
+) -> torch.Tensor:
+    """Ranking KL over each query's candidates, plus `mse_weight` x the similarity MSE of the
+    query-candidate matrix and of the candidates among themselves (diagonal left out)."""
+    student, teacher = queries @ candidates.T, teacher_queries @ teacher_candidates.T
+    among_s, among_t = candidates @ candidates.T, teacher_candidates @ teacher_candidates.T
+    off = ~torch.eye(len(candidates), dtype=torch.bool, device=candidates.device)
+    mse = similarity_mse(student, teacher)
+    if off.any():
+        mse = mse + similarity_mse(among_s[off], among_t[off])
+    return similarity_kl(student, teacher, temperature) + mse_weight * mse
+
+
+def teacher_texts(sources: Sequence[tuple[SourceSpec, list[Any]]]) -> list[str]:
+    """Every text the embedding losses will embed, once each: what the teachers must have seen."""
+    texts: list[str] = []
+    for spec, rows in sources:
+        if spec.loss not in EMBEDDING_LOSSES:
+            continue
+        for r in rows:
+            if isinstance(r, Triplet):
+                texts += [body(r.query), body(r.pos), *(body(n) for n in r.negs)]
+            elif isinstance(r, ScoredPairRow):
+                texts += [r.text1, r.text2]
+    return list(dict.fromkeys(texts))
+
+
+EMBEDDING_LOSSES = ("contrastive", "cosent")  # the losses `_taught` adds the teacher terms to
 
 
 def anchor_span(lm: EgtLM, row: RAGRow | ChatRow) -> tuple[list[int], int]:
@@ -247,11 +316,13 @@ def check_rows(spec: SourceSpec, rows: Sequence[Any]) -> None:
         )
 
 
-def load_sources(plan: TrainConfig, lm: EgtLM | None = None) -> list[tuple[SourceSpec, list[Row]]]:
+def load_sources(
+    plan: TrainConfig, lm: EgtLM | None = None, losses: Sequence[str] | None = None
+) -> list[tuple[SourceSpec, list[Row]]]:
     """Every source's rows, checked against its loss; RAG rows get their distractors, kept within
     the token length a distillation sample may have (`SAMPLE_MAX_TOKENS`, measured with `lm`'s
     tokenizer), and prompts get `lm`'s own answers (`self_answers`): call this before training
-    changes `lm`'s weights."""
+    changes `lm`'s weights. `losses` keeps only the sources of those losses."""
     fits = (
         None
         if lm is None
@@ -259,6 +330,8 @@ def load_sources(plan: TrainConfig, lm: EgtLM | None = None) -> list[tuple[Sourc
     )
     out = []
     for i, spec in enumerate(plan.sources):
+        if losses is not None and spec.loss not in losses:  # (the same sample per source either way)
+            continue
         rows: list[Any] = load_source(spec.name)
         check_rows(spec, rows)
         if spec.limit is not None:

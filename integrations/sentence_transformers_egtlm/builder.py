@@ -24,9 +24,10 @@ def to_sentence_transformer(
 ) -> SentenceTransformer:
     """A `SentenceTransformer` that embeds what `EgtLM.encode` embeds, on the same (shared) weights.
 
-    `encode` uses no instruction, `encode_query` / `encode_document` the model's query and document
-    instructions, saved as the "query" / "document" prompts; `save()` writes a folder that reloads
-    with `SentenceTransformer(path, trust_remote_code=True)`.
+    `encode_query` / `encode_document` use the model's query and document sides, saved as the
+    "query" / "document" prompts; plain `encode` uses the "document" prompt by default
+    (`default_prompt_name`), so it equals `EgtLM.encode`: the model's symmetric side. `save()` writes a
+    folder that reloads with `SentenceTransformer(path, trust_remote_code=True)`.
 
     Args:
         model: an `EgtLM`, a path / hub id, or None for the packaged default model.
@@ -56,6 +57,7 @@ def to_sentence_transformer(
     return SentenceTransformer(
         modules=modules,
         prompts=prompts,
+        default_prompt_name="document",  # plain `encode` is `EgtLM.encode`: the symmetric side
         similarity_fn_name="cosine",
         device=str(lm.device),  # where the shared weights already are: never move them for other users
         truncate_dim=truncate_dim,

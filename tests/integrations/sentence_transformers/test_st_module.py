@@ -114,7 +114,7 @@ def test_custom_instructions_become_the_saved_prompts(tiny_llama_dir, tmp_path):
 def test_token_embeddings_and_batches_of_any_size(tiny_llama_dir):
     lm = lm_for(tiny_llama_dir)
     st = to_sentence_transformer(lm)
-    tokens = st.encode(TEXTS[:2], output_value="token_embeddings")
+    tokens = st.encode(TEXTS[:2], prompt="", output_value="token_embeddings")  # bare texts: no prompt tokens
     assert [t.shape[0] for t in tokens] == [len(lm.tokenizer(t)["input_ids"]) for t in TEXTS[:2]]
     one_by_one = np.stack([st.encode(t) for t in TEXTS])
     assert np.abs(one_by_one - st.encode(TEXTS, batch_size=4)).max() <= TOL

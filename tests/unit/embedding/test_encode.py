@@ -226,7 +226,7 @@ def test_empty_list_and_single_string_shapes(llama):
 def test_over_long_text_warns_and_truncates(llama):
     long_text = "The quick brown fox jumps over the lazy dog. " * 20
     with pytest.warns(UserWarning, match=r"max_length=16.*truncated"):
-        got = llama.encode([long_text, "fox"], max_length=16)
+        got = llama.encode([long_text, "fox"], instruction="", max_length=16)
     assert got.shape == (2, 64) and np.isfinite(got).all()
     # Truncated = the first 16 tokens of the text, embedded.
     ids = llama.tokenizer(long_text)["input_ids"][:16]
@@ -234,7 +234,7 @@ def test_over_long_text_warns_and_truncates(llama):
     assert llama.tokenizer(prefix)["input_ids"] == ids
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        np.testing.assert_allclose(got[0], llama.encode(prefix, max_length=16), atol=1e-5)
+        np.testing.assert_allclose(got[0], llama.encode(prefix, instruction="", max_length=16), atol=1e-5)
 
 
 def test_instruction_too_long_for_max_length(llama):
@@ -324,19 +324,19 @@ def test_sliding_window_layers_keep_their_window(windowed_dirs, arch, attention,
             h = private(input_ids=torch.tensor([enc["input_ids"]]), is_causal=attention == "causal")
         v = h.last_hidden_state[0, 1:].double().mean(0)  # everything but BOS
         want.append((v / v.norm()).numpy())
-    got = m.encode(TEXTS, batch_size=3)
+    got = m.encode(TEXTS, instruction="", batch_size=3)  # bare texts, as the reference runs them
     np.testing.assert_allclose(got, np.stack(want), atol=1e-5)
 
 
 def test_get_cache_beyond_a_sliding_window_is_a_clear_error(windowed_dirs):
     m = load(windowed_dirs["mistral"], attention="causal")
     with pytest.raises(ValueError, match="sliding window"):
-        m.encode(TEXTS, get_cache=True)
+        m.encode(TEXTS, instruction="", get_cache=True)
     # Texts that fit the window (the layer keeps window - 1 = 3 tokens) still give exact caches.
     short = "fox"
     ids = m.tokenizer(short)["input_ids"]
     assert len(ids) <= 3
-    _, cache = m.encode(short, get_cache=True)
+    _, cache = m.encode(short, instruction="", get_cache=True)
     assert cache.get_seq_length() == len(ids)
     cont = m.tokenizer(CONTINUATION, add_special_tokens=False)["input_ids"]
     assert (
@@ -367,3 +367,19 @@ def test_token_budget_changes_batching_not_vectors(tiny_llama_dir):
     assert EgtLM(str(tiny_llama_dir), torch_dtype="float32")._max_batch_tokens() == 1024  # CPU default
     with pytest.raises(ValueError, match="max_batch_tokens"):
         EgtLM(str(tiny_llama_dir), max_batch_tokens=0)
+
+
+def test_plain_encode_is_the_symmetric_document_side_and_prompt_name_picks_a_role(tiny_llama_dir):
+    """`encode(texts)` is the one symmetric vector every adapter and the server return for texts;
+    `prompt_name` selects a side as sentence-transformers does."""
+    m = load(tiny_llama_dir, pooling="mean")
+    np.testing.assert_array_equal(m.encode(TEXTS), m.encode_documents(TEXTS))
+    np.testing.assert_array_equal(m.encode(TEXTS, prompt_name="document"), m.encode_documents(TEXTS))
+    np.testing.assert_array_equal(m.encode(TEXTS, prompt_name="query"), m.encode_queries(TEXTS))
+    assert not np.allclose(m.encode(TEXTS), m.encode(TEXTS, instruction=""))  # "" is the bare text
+    rag = load(tiny_llama_dir, attention="causal", document_context="rag")  # after the RAG head
+    np.testing.assert_array_equal(rag.encode(TEXTS[0]), rag.encode_documents(TEXTS[0]))
+    with pytest.raises(ValueError, match="Unknown prompt_name 'passage'.*'query', 'document'"):
+        m.encode(TEXTS, prompt_name="passage")
+    with pytest.raises(TypeError, match="either prompt_name or instruction"):
+        m.encode(TEXTS, prompt_name="query", instruction="<|embed|>\n")

@@ -130,7 +130,9 @@ def test_mean_pooling_without_instruction_excludes_only_bos(tiny_llama_dir, ref_
     ids, pooled = ref_pooled_span(m.tokenizer, "", TEXTS[0])
     assert ids[0] == m.tokenizer.bos_token_id and pooled == list(range(1, len(ids)))
     np.testing.assert_allclose(
-        m.encode(TEXTS[0]), ref_vector(ref_hidden(ref_body, ids, True), pooled, "mean"), atol=1e-5
+        m.encode(TEXTS[0], instruction=""),
+        ref_vector(ref_hidden(ref_body, ids, True), pooled, "mean"),
+        atol=1e-5,
     )
 
 

@@ -27,7 +27,8 @@ def client(server):
 
 
 def test_embeddings_float_and_base64_equal_in_process(client, tiny_lm):
-    expected = tiny_lm.encode_documents(DOCS)
+    expected = tiny_lm.encode(DOCS)  # what a user types first: the server returns the same vector
+    np.testing.assert_array_equal(expected, tiny_lm.encode_documents(DOCS))
     floats = client.embeddings.create(model=MODEL, input=DOCS, encoding_format="float")
     got = np.array([d.embedding for d in floats.data], dtype=np.float32)
     np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -81,3 +81,34 @@ def test_distillation_kl_over_masked_positions():
     expected = expected / 2 * temp * temp
     assert math.isclose(float(distillation_kl(student, teacher, mask, temp)), expected, rel_tol=1e-5)
     assert float(distillation_kl(teacher, teacher, mask)) < 1e-6
+
+
+def test_similarity_kl_is_the_row_wise_kl_of_softmaxes():
+    from egtlm_core.training.losses import similarity_kl
+
+    s, t, tau = _unit(3, 5, seed=6) * 0.9, _unit(3, 5, seed=7) * 0.8, 0.1
+    expected = 0.0
+    for i in range(3):
+        zs = sum(math.exp(float(s[i, j]) / tau) for j in range(5))
+        zt = sum(math.exp(float(t[i, j]) / tau) for j in range(5))
+        for j in range(5):
+            p = math.exp(float(t[i, j]) / tau) / zt
+            q = math.exp(float(s[i, j]) / tau) / zs
+            expected += p * math.log(p / q)
+    assert math.isclose(float(similarity_kl(s, t, tau)), expected / 3, rel_tol=1e-6)
+    assert float(similarity_kl(t, t, tau)) < 1e-9  # the teacher's own ranking costs nothing
+
+
+def test_similarity_mse_and_the_teacher_loss_of_a_batch():
+    from egtlm_core.training.losses import similarity_mse
+    from egtlm_core.training.trainer import teacher_loss
+
+    q, c, tq, tc = _unit(2, 4, seed=8), _unit(3, 4, seed=9), _unit(2, 6, seed=10), _unit(3, 6, seed=11)
+    cross = sum((float(q[i] @ c[j]) - float(tq[i] @ tc[j])) ** 2 for i in range(2) for j in range(3)) / 6
+    among = [(float(c[i] @ c[j]) - float(tc[i] @ tc[j])) ** 2 for i in range(3) for j in range(3) if i != j]
+    assert math.isclose(float(similarity_mse(q @ c.T, tq @ tc.T)), cross, rel_tol=1e-6)  # float32 math
+    from egtlm_core.training.losses import similarity_kl
+
+    expected = float(similarity_kl(q @ c.T, tq @ tc.T, 0.05)) + 10.0 * (cross + sum(among) / len(among))
+    assert math.isclose(float(teacher_loss(q, c, tq, tc, 0.05, 10.0)), expected, rel_tol=1e-6)
+    # the student's dimension (4) and the teacher's (6) differ: similarities need no projection
