@@ -329,7 +329,10 @@ def main() -> None:
     parser.add_argument("--scifact-docs", type=int, default=None, help="SciFact corpus subset size")
     parser.add_argument("--rag-questions", type=int, default=100)
     parser.add_argument(
-        "--sts-sides", nargs="+", default=["document", "plain"], choices=["document", "query", "plain"]
+        "--sts-sides",
+        nargs="+",
+        default=["document", "plain"],
+        choices=["document", "query", "plain", "bare"],
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")

@@ -15,8 +15,10 @@ from scipy.stats import spearmanr
 
 from .datasets import ScoredPair
 
-Side = Literal["document", "query", "plain"]
-SIDES: tuple[str, ...] = ("document", "query", "plain")
+# "plain": `encode(texts)`, the call a user types first (the model's symmetric side, which is the
+# document side); "bare": `encode(texts, instruction="")`, the texts with no instruction at all.
+Side = Literal["document", "query", "plain", "bare"]
+SIDES: tuple[str, ...] = ("document", "query", "plain", "bare")
 
 
 class Encoder(Protocol):
@@ -28,13 +30,15 @@ class Encoder(Protocol):
 
 
 def embed(model: Encoder, texts: Sequence[Any], side: Side) -> np.ndarray:
-    """Embed with the model's configured instruction for `side` ("plain": `encode` with none)."""
+    """Embed with the model's configured instruction for `side` (see `SIDES`)."""
     if side == "document":
         vectors = model.encode_documents(list(texts))
     elif side == "query":
         vectors = model.encode_queries(list(texts))
     elif side == "plain":
         vectors = model.encode(list(texts))
+    elif side == "bare":
+        vectors = model.encode(list(texts), instruction="")
     else:
         raise ValueError(f"Unknown side {side!r}; expected one of {SIDES}.")
     return np.asarray(vectors, dtype=np.float32)
@@ -61,7 +65,8 @@ def evaluate_sts(model: Encoder, pairs: Sequence[ScoredPair], side: Side = "docu
     """Spearman of cosine(text1, text2) against the gold scores.
 
     `side="document"` embeds both texts as `encode_documents` does (what `EgtLMEmbeddings` does for
-    a list of texts, and the symmetric choice); "query" and "plain" are there for comparison.
+    a list of texts, and the symmetric choice); "plain" (`encode(texts)`) equals it; "query" and
+    "bare" are there for comparison.
     Each distinct text is embedded once.
 
     Example:

@@ -34,7 +34,7 @@ def test_stsb_dev_matches_the_model_card(default_lm) -> None:
     """The selected step's score (300 seeded STS-B dev pairs), within 0.01, after float16 LoRA
     factors were merged into the packaged weights. Selection skips steps whose generation fell, so
     the selected score need not be the run's highest."""
-    from egtlm_core.evaluation import read_stsb, subsample
+    from egtlm_core.evaluation import evaluate_sts, read_stsb, subsample
     from egtlm_core.training.trainer import sts_dev
 
     selection = json.loads((PACKAGED_ADAPTER / "selection.json").read_text(encoding="utf-8"))
@@ -44,6 +44,8 @@ def test_stsb_dev_matches_the_model_card(default_lm) -> None:
     settings = json.loads((PACKAGED_ADAPTER / "train_config.json").read_text(encoding="utf-8"))
     dev = subsample(read_stsb("dev"), settings["eval_pairs"], seed=settings["seed"])
     assert abs(sts_dev(default_lm, dev) - card) <= 0.01
+    # ... and through the call a user types first: `EgtLM().encode(texts)` is the same vectors
+    assert evaluate_sts(default_lm, dev, side="plain")["spearman"] == pytest.approx(sts_dev(default_lm, dev))
 
 
 def test_the_untrained_base_stays_available_by_name() -> None:
