@@ -7,7 +7,7 @@ fields so GritLM code moves over unchanged; see `EgtLMConfig.from_kwargs`.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 Mode = Literal["unified", "embedding", "generative"]
 Pooling = Literal["mean", "weightedmean", "last", "cls"]
@@ -80,6 +80,31 @@ class EgtLMConfig:
             states of the very causal pass that captures its KV states and indexing is one forward
             (needs causal attention and no appended EOS). `max_length` then counts document tokens.
     """
+
+    # The fields that decide what vector a text gets: the one list every adapter saves, rebuilds and
+    # compares (Chroma's persisted config, the sentence-transformers module's JSON, LangChain and
+    # LlamaIndex settings); an adapter that keeps one elsewhere drops it from this list by name.
+    #   pooling, attention, normalize: how the hidden states become the vector;
+    #   embed_eos: tokens appended to every text (and, with None, prompt_format decides it too);
+    #   prompt_format, prompt_template, query_instruction, document_instruction: the instruction
+    #     text queries and documents are embedded after;
+    #   document_context: documents after their instruction or after the RAG prompt head;
+    #   max_length: truncation, so the vector of every text longer than it.
+    # Not in it: mode (the same body weights embed in "unified" and "embedding"), batch_size and
+    # max_batch_tokens (batching only; padding is masked out), cache_capture (where KV caches come
+    # from, never the vectors).
+    VECTOR_FIELDS: ClassVar[tuple[str, ...]] = (
+        "pooling",
+        "attention",
+        "normalize",
+        "embed_eos",
+        "prompt_format",
+        "prompt_template",
+        "query_instruction",
+        "document_instruction",
+        "document_context",
+        "max_length",
+    )
 
     mode: Mode = "unified"
     pooling: Pooling = "weightedmean"

@@ -259,27 +259,14 @@ class EgtLM:
         attention but not in mean-type pooling; `instruction=""` embeds the bare texts. With
         `get_cache=True` also returns one KV cache per text (padding removed, in input order).
 
-        `method="answer"` embeds InBedder-style: `instruction` is a question about each text, the
-        model answers it greedily and the vector comes from the answer's hidden states (options
-        `layer`, `answer_tokens`, `pool`, `answer_template`, `return_answers`; see
-        `embedding/answer_states.py`).
+        `method="answer"` is the older spelling of `encode_answers(texts, question=instruction, ...)`.
         """
         if method == "answer":
             if get_cache:
                 raise TypeError("get_cache=True needs method='pool'; answer states come from generation.")
-            return encode_answers(
-                self._generator(),
-                self.tokenizer,
-                texts,
-                instruction,
-                normalize=self.config.normalize,
-                batch_size=batch_size or self.config.batch_size,
-                max_length=max_length or self.config.max_length,
-                convert_to_tensor=convert_to_tensor,
-                show_progress_bar=show_progress_bar,
-                dim=dim,
-                **kwargs,
-            )
+            options = dict(batch_size=batch_size, max_length=max_length, dim=dim, **kwargs)
+            options.update(convert_to_tensor=convert_to_tensor, show_progress_bar=show_progress_bar)
+            return self.encode_answers(texts, instruction, **options)
         if method != "pool":
             raise ValueError(f"Unknown encode method {method!r}; expected 'pool' or 'answer'.")
         options = dict(
@@ -379,6 +366,40 @@ class EgtLM:
             result = result[0]
             caches = caches[0] if caches else caches
         return (result, caches) if get_cache else result
+
+    def encode_answers(
+        self,
+        texts: str | Sequence[str],
+        question: str | None = None,
+        *,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        dim: int | None = None,
+        convert_to_tensor: bool = False,
+        show_progress_bar: bool | None = None,
+        **options: Any,
+    ) -> Any:
+        """Embed texts InBedder-style: the model answers `question` about each text greedily and the
+        vector comes from the answer's hidden states, so two texts are close when the model would
+        answer alike about them (options `layer`, `answer_tokens`, `pool`, `answer_template`,
+        `return_answers`; see `embedding/answer_states.py`).
+
+        Example:
+            >>> m.encode_answers(reviews, "What is the sentiment of this review?").shape
+        """
+        return encode_answers(
+            self._generator(),
+            self.tokenizer,
+            texts,
+            question,
+            normalize=self.config.normalize,
+            batch_size=batch_size or self.config.batch_size,
+            max_length=max_length or self.config.max_length,
+            convert_to_tensor=convert_to_tensor,
+            show_progress_bar=show_progress_bar,
+            dim=dim,
+            **options,
+        )
 
     def encode_queries(self, queries: str | Sequence[str], **kwargs: Any) -> Any:
         """Embed queries with the configured query instruction."""

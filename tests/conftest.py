@@ -22,6 +22,19 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared evaluation data folder (`$EGTLM_DATA_DIR`, else `../shared/data` beside the
+    repository), found as the readers find it. Where it is absent, as in a fresh clone, the test that
+    asks for it skips; where it is present, a missing or malformed file still fails in the reader."""
+    from egtlm_core.evaluation.datasets import data_dir
+
+    try:
+        return data_dir()
+    except FileNotFoundError as missing:
+        pytest.skip(f"../shared/data not found: {missing}")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     """One tiny random model per supported architecture, saved like a real checkpoint."""
     root = tmp_path_factory.mktemp("tiny")

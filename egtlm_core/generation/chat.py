@@ -8,7 +8,8 @@ it is copied first because `generate` mutates the cache it is given.
 Every generation queues for the process-wide slot (`limit.py`, one at a time on CPU by default) and
 can be stopped within one token: by setting its `cancel` event from any thread, or by closing its
 stream (breaking out of it, `ChatStream.close()`, or dropping it), which a stopping criterion in the
-`generate` thread checks before every token.
+`generate` thread checks before every token. Streams are pulled: a held stream that is not read
+pauses after a few pieces (`streaming.STREAM_BUFFER`) and goes on when read.
 """
 
 from __future__ import annotations
@@ -136,7 +137,10 @@ class ChatStream(Iterator[str]):
 
     Stopping early stops the generation within one token: break out of a `for` loop over the stream
     (the dropped stream closes itself), call `close()`, use it as a context manager, or `cancel()` it
-    from another thread (the consumer then gets the pieces so far and the end).
+    from another thread (the consumer then gets the pieces so far and the end). A stream that is held
+    but not read generates only a few pieces ahead of its reader (`streaming.STREAM_BUFFER`), then
+    pauses until it is read, closed or dropped; while another generation waits for its slot it runs
+    to its end instead, so that a forgotten stream never blocks the others.
     """
 
     def __init__(self, pieces: Iterator[str], result: ChatResult, cancel: threading.Event | None = None):

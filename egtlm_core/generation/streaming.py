@@ -3,8 +3,14 @@
 The consumer reads text pieces from a streamer while `generate` runs in a thread that holds one of
 the process-wide generation slots (`limit.py`) until it ends. A stopping criterion checked before
 every token ends it early once the caller's `cancel` event is set or the consumer closes the pieces
-(breaking out of a loop over them, or dropping them). Stop strings are cut from the text as it
-streams (`StopFilter`).
+(breaking out of a loop over them, `close()`, or dropping them). Stop strings are cut from the text
+as it streams (`StopFilter`).
+
+The streamer's queue is bounded (`_PieceBuffer`, `STREAM_BUFFER` items, about one per token), so
+generation is pulled by its reader: a stream that is held but not read pauses `generate` inside the
+streamer once that many pieces wait unread, and goes on when they are read. A paused generation
+never blocks others forever: while another generation queues for its slot it runs to its end
+unpaused (as every stream did before the bound), so that the slot comes free.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,6 +36,9 @@ from .limit import GenerationCancelled, generation_limit
 
 if TYPE_CHECKING:
     from .chat import ChatResult
+
+STREAM_BUFFER = 16  # streamer items (about one per generated token) a generation may run ahead of its reader
+_POLL_S = 0.02  # how often a paused generation looks at its cancel event and the slot queue
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -51,15 +61,72 @@ class _Cancelled(StoppingCriteria):
         return flags  # type: ignore[return-value]
 
 
+class _PieceBuffer:
+    """The text pieces between `generate`'s thread and the reader, at most `size` of them unread.
+
+    `put` (in the generate thread, once per token) waits while `size` pieces are unread, which pauses
+    `generate` between two tokens. It goes on, past the bound, when `go_on()` says so (the caller
+    cancelled: generate ends within a token and the reader still gets its pieces; or another
+    generation waits for this one's slot), and drops the piece once the reader is gone (`close`).
+    """
+
+    def __init__(self, size: int, go_on: Callable[[], bool]):
+        self.size = size
+        self.go_on = go_on
+        self.gone = False
+        self._items: deque[str | None] = deque()
+        self._changed = threading.Condition()
+
+    def put(self, item: str | None, wait: bool = True) -> None:
+        with self._changed:
+            while wait and len(self._items) >= self.size and not self.gone and not self.go_on():
+                self._changed.wait(_POLL_S)
+            if not self.gone:
+                self._items.append(item)
+                self._changed.notify_all()
+
+    def get(self) -> str | None:
+        with self._changed:
+            while not self._items:
+                self._changed.wait()
+            item = self._items.popleft()
+            self._changed.notify_all()  # room for a paused generate
+            return item
+
+    def close(self) -> None:
+        """The reader is gone: drop what is buffered and let a paused `put` return at once."""
+        with self._changed:
+            self.gone = True
+            self._items.clear()
+            self._changed.notify_all()
+
+
 class _TimedStreamer(TextIteratorStreamer):
-    """Notes when the first generated token arrives (the text queue lags it by whole words)."""
+    """A `TextIteratorStreamer` whose pieces go through a bounded `_PieceBuffer`; also notes when
+    the first generated token arrives (the pieces lag it by whole words)."""
 
     first_token_at: float | None = None
+
+    def __init__(self, tokenizer: Any, buffer: _PieceBuffer):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.buffer = buffer
 
     def put(self, value: torch.Tensor) -> None:
         if self.first_token_at is None and not (self.skip_prompt and self.next_tokens_are_prompt):
             self.first_token_at = time.perf_counter()
         super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        # The last piece and the end mark never wait: generating is over, waiting saves nothing.
+        self.buffer.put(text, wait=not stream_end)
+        if stream_end:
+            self.buffer.put(self.stop_signal, wait=False)
+
+    def __next__(self) -> str:
+        value = self.buffer.get()
+        if value is None:  # the stop signal
+            raise StopIteration
+        return value
 
 
 class StopFilter:
@@ -119,18 +186,27 @@ def _generate_kwargs(
 
 
 class _Generation:
-    """One `generate` call in a worker thread that holds a generation slot while it runs."""
+    """One `generate` call in a worker thread that holds a generation slot while it runs, pulled by
+    its reader through a bounded streamer."""
 
-    def __init__(self, model: Any, kwargs: dict[str, Any], streamer: _TimedStreamer, cancel: Any):
+    def __init__(self, model: Any, tokenizer: Any, kwargs: dict[str, Any], cancel: Any):
         self.closed = threading.Event()  # the consumer went away
         self.cancel = cancel
-        kwargs["streamer"] = streamer
+        self.limit = generation_limit(model.device.type)
+        self.buffer = _PieceBuffer(STREAM_BUFFER, self._go_on)
+        self.streamer = _TimedStreamer(tokenizer, self.buffer)
+        kwargs["streamer"] = self.streamer
         kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel, self.closed)])
-        self.model, self.kwargs, self.streamer = model, kwargs, streamer
+        self.model, self.kwargs = model, kwargs
         self.outcome: dict[str, Any] = {}
         self.started_at = 0.0
-        self.limit = generation_limit(model.device.type)
         self.thread = threading.Thread(target=self._work, name="egtlm-generate", daemon=True)
+
+    def _go_on(self) -> bool:
+        """Whether generating goes on although the reader is `STREAM_BUFFER` pieces behind: it was
+        cancelled (and ends within a token), or its slot is wanted (a reader that holds the stream
+        and never reads on must not keep other generations waiting forever)."""
+        return (self.cancel is not None and self.cancel.is_set()) or self.limit.queued > 0
 
     def start(self) -> float:
         """Wait for a slot (raises GenerationCancelled), start generating; returns the queue time."""
@@ -156,7 +232,9 @@ class _Generation:
     def stop(self) -> None:
         """The consumer stopped early: end generate before its next token and wait for it."""
         self.closed.set()
-        self.thread.join()
+        self.buffer.close()  # a paused generate goes on to its stopping criterion at once
+        if self.thread is not threading.current_thread():  # (a stream finalized by gc in that thread)
+            self.thread.join()
 
     def new_tokens(self, prompt_length: int) -> torch.Tensor:
         sequences = self.outcome.get("sequences")
@@ -176,10 +254,10 @@ def _stream(
     cancel: threading.Event | None = None,
 ) -> Iterator[str]:
     stop = list(stop or ())
-    streamer = _TimedStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     ids = torch.tensor([list(prompt_ids)], device=model.device)
     kwargs = _generate_kwargs(model, tokenizer, ids, config, stop, prefix_cache, copy_cache, logits_processor)
-    job = _Generation(model, kwargs, streamer, cancel)
+    job = _Generation(model, tokenizer, kwargs, cancel)
+    streamer = job.streamer
     try:
         result.queue_s = job.start()
     except GenerationCancelled:

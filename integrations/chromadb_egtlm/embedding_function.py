@@ -21,18 +21,9 @@ except ImportError as err:  # pragma: no cover - the extra is missing
 
 from egtlm_core import EgtLM, EgtLMConfig, LazyLM
 
-# Settings that change what a text embeds to: a persisted collection must rebuild them unchanged.
-EMBEDDING_SETTINGS = (
-    "pooling",
-    "attention",
-    "normalize",
-    "embed_eos",
-    "prompt_format",
-    "prompt_template",
-    "query_instruction",
-    "document_instruction",
-    "max_length",
-)
+# Settings that change what a text embeds to (the core's one list, `EgtLMConfig.VECTOR_FIELDS`): a
+# persisted collection must rebuild them unchanged, and a config update may not change them.
+EMBEDDING_SETTINGS = EgtLMConfig.VECTOR_FIELDS
 _CONFIG_KEYS = ("model", "mode", "model_kwargs", "batch_size", "dimensions", *EMBEDDING_SETTINGS)
 _MODES = ("unified", "embedding")
 _PRIMITIVES = (str, int, float, bool, type(None))
@@ -63,8 +54,9 @@ class EgtLMEmbeddingFunction(EmbeddingFunction[Documents]):
             since they are persisted with the collection.
         batch_size: texts per forward pass (None: the model's default).
         dimensions: keep the first `dimensions` components (Matryoshka, re-normalised).
-        **settings: `EgtLMConfig` settings that decide the vectors (pooling, attention,
-            query_instruction, document_instruction, prompt_format, max_length, ...).
+        **settings: `EgtLMConfig` settings that decide the vectors, `EgtLMConfig.VECTOR_FIELDS`
+            (pooling, attention, query_instruction, document_instruction, prompt_format,
+            document_context, max_length, ...).
     """
 
     def __init__(

@@ -14,6 +14,11 @@ except ImportError as err:  # pragma: no cover - the extra is missing
 
 from egtlm_core import EgtLM, EgtLMConfig, LazyLM
 
+# The settings that decide the vectors (`EgtLMConfig.VECTOR_FIELDS`), each a field of
+# `EgtLMEmbeddings` handed to the model's config; max_length is left out of the config because it is
+# applied per encode call (`_encode_kwargs`), so embedders that differ only in it share one `EgtLM`.
+_CONFIG_FIELDS = tuple(name for name in EgtLMConfig.VECTOR_FIELDS if name != "max_length")
+
 
 class EgtLMEmbeddings(BaseModel, Embeddings):
     """Embeddings from one decoder model that also generates (share it with `ChatEgtLM`).
@@ -47,6 +52,14 @@ class EgtLMEmbeddings(BaseModel, Embeddings):
     """Task instruction put before documents (`embed_documents`); none by default."""
     prompt_format: str | None = None
     """How instructions are wrapped: "egtlm", "gritlm", "e5", "none" or "custom"."""
+    prompt_template: str | None = None
+    """The template for prompt_format="custom"; must contain "{instruction}"."""
+    embed_eos: str | None = None
+    """A string appended to every embedded text ("": nothing; None: model default, the EOS only for
+    e5 prompts with last pooling)."""
+    document_context: str | None = None
+    """What documents are embedded after: "instruction" (the document instruction) or "rag" (the RAG
+    prompt head their KV states are captured after; None: model default)."""
     batch_size: int | None = Field(default=None, ge=1)
     """Texts per forward pass (None: model default, 32)."""
     normalize: bool | None = None
@@ -65,15 +78,8 @@ class EgtLMEmbeddings(BaseModel, Embeddings):
     _lazy: LazyLM = PrivateAttr()
 
     def _config(self) -> dict[str, Any]:
-        names = (
-            "pooling",
-            "attention",
-            "query_instruction",
-            "document_instruction",
-            "prompt_format",
-            "normalize",
-        )
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        values = {name: getattr(self, name) for name in _CONFIG_FIELDS}
+        return {name: value for name, value in values.items() if value is not None}
 
     @model_validator(mode="after")
     def _build_client(self) -> EgtLMEmbeddings:

@@ -25,12 +25,13 @@ except ImportError as err:  # pragma: no cover - the extra is missing
         "sentence_transformers_egtlm needs sentence-transformers: pip install 'egtlm[st]'"
     ) from err
 
-from egtlm_core import EgtLM, format_instruction, shared_lm
+from egtlm_core import EgtLM, EgtLMConfig, format_instruction, shared_lm
 from egtlm_core.embedding import check_texts, forward_states, pad_batch, pool, warn_truncated
 
-# EgtLMConfig fields that decide what a text embeds to, saved with the module (max_length is ST's
-# `max_seq_length`).
-_SETTINGS = ("pooling", "attention", "normalize", "embed_eos", "document_context")
+# The EgtLMConfig fields that decide what a text embeds to (`EgtLMConfig.VECTOR_FIELDS`), saved with
+# the module so a reloaded folder embeds as the saved one did. max_length is left out: it is ST's own
+# `max_seq_length` here, saved under that name.
+_SETTINGS = tuple(name for name in EgtLMConfig.VECTOR_FIELDS if name != "max_length")
 
 
 class EgtLMEncoder(InputModule):
@@ -46,22 +47,18 @@ class EgtLMEncoder(InputModule):
         mode: `EgtLM` mode when loading from a path: "unified" (default; a chat model on the same
             weights shares them) or "embedding" (no LM head).
         model_kwargs: loading arguments for `EgtLM` (torch_dtype, device, attn_implementation, ...).
-        pooling, attention, normalize, embed_eos, document_context: `EgtLMConfig` settings (None: the
-            model's default). With document_context="rag" (the shipped default adapter's), the
-            "document" prompt embeds a text after the RAG head, as `EgtLM.encode_documents` does.
         max_seq_length: token limit per text, instruction included (None: the model's max_length).
+        **settings: the `EgtLMConfig` settings that decide the vectors, `EgtLMConfig.VECTOR_FIELDS`
+            but max_length (pooling, attention, normalize, embed_eos, prompt_format,
+            prompt_template, query_instruction, document_instruction, document_context; None: the
+            model's default), all saved with the module. The instructions are also the
+            SentenceTransformer's prompts (`to_sentence_transformer`). With document_context="rag"
+            (the shipped default adapter's), the "document" prompt embeds a text after the RAG
+            head, as `EgtLM.encode_documents` does.
     """
 
     config_file_name = "egtlm_encoder.json"
-    config_keys = [
-        "mode",
-        "pooling",
-        "attention",
-        "normalize",
-        "embed_eos",
-        "document_context",
-        "max_seq_length",
-    ]
+    config_keys = ["mode", *_SETTINGS, "max_seq_length"]
     save_in_root = True
 
     def __init__(
@@ -70,23 +67,15 @@ class EgtLMEncoder(InputModule):
         *,
         mode: str = "unified",
         model_kwargs: Mapping[str, Any] | None = None,
-        pooling: str | None = None,
-        attention: str | None = None,
-        normalize: bool | None = None,
-        embed_eos: str | None = None,
-        document_context: str | None = None,
         max_seq_length: int | None = None,
+        **settings: Any,
     ) -> None:
         super().__init__()
-        given = {
-            "pooling": pooling,
-            "attention": attention,
-            "normalize": normalize,
-            "embed_eos": embed_eos,
-            "document_context": document_context,
-        }
+        unknown = sorted(set(settings) - set(_SETTINGS))
+        if unknown:
+            raise TypeError(f"EgtLMEncoder got unknown settings {unknown}; it takes {list(_SETTINGS)}.")
         self.lm = lm = _resolve_lm(
-            model, mode, model_kwargs, {k: v for k, v in given.items() if v is not None}
+            model, mode, model_kwargs, {k: v for k, v in settings.items() if v is not None}
         )
         self.mode = lm.config.mode
         for name in _SETTINGS:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -272,3 +275,62 @@ def test_encode_documents_accepts_title_text_dicts(tiny_llama_dir):
     np.testing.assert_allclose(single, want[0], atol=1e-5)
     with pytest.raises(ValueError, match="'text'"):
         m.encode_documents([{"title": "only a title"}])
+
+
+# --- VECTOR_FIELDS: the one list of settings that decide a vector -----------------------------------
+LONG_DOC = "The quick brown fox jumps over the lazy dog. " * 5  # longer than max_length=40 below
+CUSTOM = {"prompt_format": "custom", "prompt_template": "<task>{instruction}</task> "}
+# field -> (settings it is changed from, the change): every VECTOR_FIELDS entry has one.
+VECTOR_CHANGES = {
+    "pooling": ({}, {"pooling": "mean"}),
+    "attention": ({}, {"attention": "bidirectional"}),
+    "normalize": ({}, {"normalize": False}),
+    "embed_eos": ({}, {"embed_eos": "</s>"}),
+    "prompt_format": ({}, {"prompt_format": "e5"}),
+    "prompt_template": (CUSTOM, {**CUSTOM, "prompt_template": "[{instruction}] "}),
+    "query_instruction": ({}, {"query_instruction": "Find the fox"}),
+    "document_instruction": ({}, {"document_instruction": "Represent the passage"}),
+    "document_context": ({}, {"document_context": "rag"}),
+    "max_length": ({}, {"max_length": 40}),
+}
+# The other fields, and why they keep every vector (checked below): the same body weights embed in
+# "unified" and "embedding" mode; batch sizes only batch (padding is masked out); cache_capture picks
+# where KV caches come from.
+NOT_VECTOR_CHANGES = {
+    "mode": {"mode": "embedding"},
+    "batch_size": {"batch_size": 1},
+    "max_batch_tokens": {"max_batch_tokens": 16},
+    "cache_capture": {"cache_capture": "causal"},
+}
+
+
+def _both_sides(m: EgtLM) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_length=40 truncates LONG_DOC, with a warning
+        return np.concatenate([m.encode_queries(QUERIES), m.encode_documents([*DOCS, LONG_DOC])])
+
+
+def test_vector_fields_are_config_fields_and_every_other_field_is_accounted_for():
+    names = [f.name for f in dataclasses.fields(EgtLMConfig)]
+    assert len(set(EgtLMConfig.VECTOR_FIELDS)) == len(EgtLMConfig.VECTOR_FIELDS)
+    assert set(EgtLMConfig.VECTOR_FIELDS) <= set(names)
+    assert "VECTOR_FIELDS" not in names  # a class constant, not a setting
+    assert set(VECTOR_CHANGES) == set(EgtLMConfig.VECTOR_FIELDS)
+    assert set(NOT_VECTOR_CHANGES) == set(names) - set(EgtLMConfig.VECTOR_FIELDS)
+
+
+@pytest.mark.parametrize("field", EgtLMConfig.VECTOR_FIELDS)
+def test_each_vector_field_changes_a_vector(tiny_llama_dir, field):
+    before, after = VECTOR_CHANGES[field]
+    assert {k for k in after if before.get(k) != after[k]} == {field}
+    old, new = _both_sides(load(tiny_llama_dir, **before)), _both_sides(load(tiny_llama_dir, **after))
+    assert np.abs(old - new).max() > 1e-3, field
+
+
+@pytest.mark.parametrize("field", sorted(NOT_VECTOR_CHANGES))
+def test_the_other_fields_keep_every_vector(tiny_llama_dir, field):
+    np.testing.assert_allclose(
+        _both_sides(load(tiny_llama_dir, **NOT_VECTOR_CHANGES[field])),
+        _both_sides(load(tiny_llama_dir)),
+        atol=1e-5,
+    )

@@ -17,7 +17,7 @@ from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_
 from chromadb_egtlm import EgtLMEmbeddingFunction
 from conftest import run_session
 
-from egtlm_core import EgtLM
+from egtlm_core import EgtLM, EgtLMConfig
 
 FLOAT32 = {"torch_dtype": "float32"}
 
@@ -62,6 +62,31 @@ def test_config_round_trip_is_json(tiny_llama_dir):
     rebuilt = EgtLMEmbeddingFunction.build_from_config(config)
     assert rebuilt.get_config() == ef.get_config()
     assert config["model"] == str(tiny_llama_dir) and config["pooling"] == "mean"
+
+
+def test_config_records_every_vector_field_and_round_trips_document_context(tiny_llama_dir):
+    """The persisted settings are the core's one list; an explicit document_context="rag" validates,
+    survives JSON and rebuilds a function whose documents embed after the RAG head."""
+    config = EgtLMEmbeddingFunction(
+        str(tiny_llama_dir), model_kwargs=FLOAT32, document_context="rag"
+    ).get_config()
+    EgtLMEmbeddingFunction.validate_config(config)
+    stored = json.loads(json.dumps(config))
+    assert stored["document_context"] == "rag"
+    rebuilt = EgtLMEmbeddingFunction.build_from_config(stored)
+    assert rebuilt.get_config() == config
+    texts = list(DOCS.values())
+    rag = EgtLM(str(tiny_llama_dir), torch_dtype="float32", document_context="rag")
+    assert np.abs(np.stack(rebuilt(texts)) - rag.encode_documents(texts)).max() <= 1e-5
+    # from an EgtLM instance every VECTOR_FIELDS setting is recorded, document_context included
+    recorded = EgtLMEmbeddingFunction(rag).get_config()
+    assert {k: recorded[k] for k in EgtLMConfig.VECTOR_FIELDS} == {
+        k: getattr(rag.config, k) for k in EgtLMConfig.VECTOR_FIELDS
+    }
+    with pytest.raises(ValueError, match="document_context"):
+        EgtLMEmbeddingFunction.validate_config({**config, "document_context": "prompt"})
+    with pytest.raises(ValueError, match=r"Changing \['document_context'\]"):
+        rebuilt.validate_config_update(config, {**config, "document_context": "instruction"})
 
 
 def test_from_an_egtlm_instance_records_its_source_and_settings(tiny_llama_dir):

@@ -18,6 +18,8 @@ from sentence_transformers_egtlm import to_sentence_transformer
 from egtlm_core import EgtLM
 from egtlm_core.evaluation import evaluate_sts, read_stsb, subsample
 
+pytestmark = pytest.mark.usefixtures("shared_data")  # STS-B dev and SciFact test from the shared folder
+
 
 def run(st, tasks) -> dict:
     result = mteb.evaluate(st, tasks, cache=None, show_progress_bar=False, encode_kwargs={"batch_size": 16})

@@ -219,3 +219,33 @@ def test_documents_in_the_rag_context_embed_as_encode_documents_and_reload(tiny_
     again = SentenceTransformer(str(tmp_path / "st"), trust_remote_code=True, model_kwargs=FLOAT32)
     assert np.abs(again.encode_document(TEXTS) - documents).max() <= TOL
     assert np.abs(again.encode_query(TEXTS) - lm.encode_queries(TEXTS)).max() <= TOL
+
+
+def test_module_saves_every_vector_field_but_max_length(tiny_llama_dir):
+    """The settings saved with the module are the core's one list; max_length is `max_seq_length`."""
+    from egtlm_core import EgtLMConfig
+
+    saved = [k for k in EgtLMEncoder.config_keys if k not in ("mode", "max_seq_length")]
+    assert saved == [k for k in EgtLMConfig.VECTOR_FIELDS if k != "max_length"]
+    with pytest.raises(TypeError, match="max_length"):
+        EgtLMEncoder(str(tiny_llama_dir), max_length=8)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"pooling": "last", "prompt_format": "e5"},  # the EOS suffix follows prompt_format
+        {"document_context": "rag", "document_instruction": "Represent the passage"},
+    ],
+    ids=["e5-eos", "rag-custom-document-instruction"],
+)
+def test_reload_keeps_settings_beyond_the_prompts(tiny_llama_dir, tmp_path, config):
+    """prompt_format and the instructions decide more than ST's prompt text (the EOS suffix, which
+    prompt is the RAG document side): a reloaded folder embeds as the saved model did."""
+    lm = lm_for(tiny_llama_dir, **config)
+    to_sentence_transformer(lm).save(str(tmp_path / "st"))
+    saved = json.loads((tmp_path / "st" / "egtlm_encoder.json").read_text())
+    assert {k: saved[k] for k in config} == config
+    again = SentenceTransformer(str(tmp_path / "st"), trust_remote_code=True, model_kwargs=FLOAT32)
+    assert np.abs(again.encode_document(TEXTS) - lm.encode_documents(TEXTS)).max() <= TOL
+    assert np.abs(again.encode_query(TEXTS) - lm.encode_queries(TEXTS)).max() <= TOL

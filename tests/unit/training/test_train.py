@@ -160,8 +160,9 @@ def test_train_writes_a_loadable_model_and_resumes(
 
 
 def test_full_fine_tuning_never_changes_a_model_other_code_holds(
-    tmp_path: Path, tiny_llama_dir: Path
+    tmp_path: Path, tiny_llama_dir: Path, data_root: Path
 ) -> None:
+    """`data_root`: the run's STS-B dev checks read synthetic data, not the shared folder."""
     rows = tmp_path / "rows.jsonl"
     rows.write_text("\n".join(json.dumps({"query": t.query, "pos": [t.pos]}) for t in TRIPLETS), "utf-8")
     held = EgtLM(str(tiny_llama_dir), torch_dtype="float32")

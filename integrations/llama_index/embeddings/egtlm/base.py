@@ -19,6 +19,13 @@ from egtlm_core import EgtLM, EgtLMConfig, LazyLM, display_name
 # batches by padded tokens itself (1,024 per forward on CPU), so hand it enough texts to fill them.
 DEFAULT_EMBED_BATCH_SIZE = 256
 
+# The settings that decide the vectors (`EgtLMConfig.VECTOR_FIELDS`), each a field of `EgtLMEmbedding`
+# handed to the model's config. LlamaIndex calls documents "text", so document_instruction is the
+# field text_instruction; max_length is left out of the config because it is applied per encode call
+# (`_kwargs`), so embedders that differ only in it share one `EgtLM`.
+_FIELD_NAMES = {"document_instruction": "text_instruction"}
+_CONFIG_FIELDS = tuple(name for name in EgtLMConfig.VECTOR_FIELDS if name != "max_length")
+
 
 class EgtLMEmbedding(BaseEmbedding):
     """Embeddings from the decoder model that also answers (share it with `EgtLMLLM`).
@@ -42,6 +49,17 @@ class EgtLMEmbedding(BaseEmbedding):
     text_instruction: str | None = Field(default=None, description="Instruction before documents.")
     pooling: str | None = Field(default=None, description="mean, weightedmean, last or cls.")
     attention: str | None = Field(default=None, description="causal or bidirectional.")
+    normalize: bool | None = Field(default=None, description="L2-normalise the vectors (default True).")
+    embed_eos: str | None = Field(
+        default=None, description="Text appended to every text ('' for none; default: EOS for e5 + last)."
+    )
+    prompt_format: str | None = Field(default=None, description="egtlm, gritlm, e5, none or custom.")
+    prompt_template: str | None = Field(
+        default=None, description="Template for prompt_format='custom', with '{instruction}'."
+    )
+    document_context: str | None = Field(
+        default=None, description="Documents after their instruction ('instruction') or the RAG head ('rag')."
+    )
     dimensions: int | None = Field(default=None, ge=1, description="Matryoshka truncation (re-normalised).")
     max_length: int | None = Field(default=None, ge=2, description="Token limit per text.")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="EgtLM loading arguments.")
@@ -56,13 +74,8 @@ class EgtLMEmbedding(BaseEmbedding):
         super().__init__(**{**kwargs, "model": model})
 
     def _config(self) -> dict[str, Any]:
-        values = {
-            "query_instruction": self.query_instruction,
-            "document_instruction": self.text_instruction,
-            "pooling": self.pooling,
-            "attention": self.attention,
-        }
-        return {k: v for k, v in values.items() if v is not None}
+        values = {name: getattr(self, _FIELD_NAMES.get(name, name)) for name in _CONFIG_FIELDS}
+        return {name: value for name, value in values.items() if value is not None}
 
     @model_validator(mode="after")
     def _build_client(self) -> EgtLMEmbedding:

@@ -15,10 +15,8 @@ NAME = "SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="module")
-def xquad(request):
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "xquad" / "xquad.en.json"
+def xquad(shared_data):
+    path = shared_data / "xquad" / "xquad.en.json"
     if not path.is_file():
         pytest.skip(f"XQuAD not found at {path}")
     data = json.loads(path.read_text())
@@ -32,7 +30,7 @@ def server(default_lm):
         yield running
 
 
-def test_langchain_chain_over_the_server_answers_with_reuse(server, xquad):
+def test_langchain_chain_over_the_server_answers_with_reuse(xquad, server):
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_openai import ChatOpenAI
 

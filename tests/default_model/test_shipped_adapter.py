@@ -30,7 +30,7 @@ def test_default_is_the_adapter_with_its_saved_settings(default_lm) -> None:
 
 
 @shipped
-def test_stsb_dev_matches_the_model_card(default_lm) -> None:
+def test_stsb_dev_matches_the_model_card(shared_data, default_lm) -> None:
     """The selected step's score (300 seeded STS-B dev pairs), within 0.01, after float16 LoRA
     factors were merged into the packaged weights. Selection skips steps whose generation fell, so
     the selected score need not be the run's highest."""
