@@ -91,10 +91,17 @@ def test_core_imports_have_no_cycle():
     assert "egtlm_core.model" not in graph["egtlm_core.rag.engine"]
 
 
+# The one exception: distillation teachers are sentence-transformers models, loaded at training time
+# only (egtlm[distill]); nothing that embeds or generates imports it.
+TEACHER_RUNTIME = {("egtlm_core/training/teachers.py", "sentence_transformers")}
+
+
 def test_core_imports_no_rag_framework():
     for path in CORE.rglob("*.py"):
+        where = str(path.relative_to(ROOT))
         for module, _ in _runtime_imports(path):
-            assert module.split(".")[0] not in FRAMEWORKS, f"{path.relative_to(ROOT)} imports {module}"
+            top = module.split(".")[0]
+            assert top not in FRAMEWORKS or (where, top) in TEACHER_RUNTIME, f"{where} imports {module}"
 
 
 @pytest.mark.parametrize("path", sorted(ADAPTERS.rglob("*.py")), ids=lambda p: str(p.relative_to(ADAPTERS)))

@@ -20,7 +20,7 @@ from egtlm_core.cli.io import split_lines
 from egtlm_core.cli.main import main
 from egtlm_core.loading import devices
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]  # tests/unit/cli/test_cli.py -> the repository
 LINES = [
     "The quick brown fox jumps over the lazy dog.",
     "Paris is the capital of France.",
