@@ -12,7 +12,8 @@ from .generation.chat import ChatResult, ChatStream
 from .generation.constrained import JsonGrammar, json_grammar, tool_call_schema
 from .loading.default_model import DEFAULT_MODEL_NAME, default_model_dir
 from .model import EgtLM
-from .rag.engine import AnswerResult, SharedCacheRAG
+from .rag.document_cache import DocumentCache, HandedOut
+from .rag.engine import AnswerResult
 from .rag.index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
 from .rag.kv_reuse import RECOMPUTE_TOKENS
 from .shared import LazyLM, display_name, shared_lm
@@ -25,16 +26,17 @@ __all__ = [
     "ChatStream",
     "DEFAULT_MODEL_NAME",
     "DiskTier",
+    "DocumentCache",
     "DocumentIndex",
     "EgtLM",
     "EgtLMConfig",
+    "HandedOut",
     "IndexedDocument",
     "JsonGrammar",
     "LazyLM",
     "MemoryTier",
     "RECOMPUTE_TOKENS",
     "ScoredDocument",
-    "SharedCacheRAG",
     "TieredStore",
     "check_k",
     "default_model_dir",

@@ -38,6 +38,7 @@ from .loading.devices import resolve_device, resolve_dtype
 from .loading.registry import LoadedModel, get_model
 from .loading.sources import ModelSource, resolve_source, saved_settings
 from .modeling.attention import check_maskable
+from .rag.document_cache import DocumentCache
 from .rag.engine import SharedCacheRAG
 from .rag.index import DocumentIndex, ScoredDocument
 from .rag.kv_reuse import RECOMPUTE_TOKENS, check_recompute_tokens
@@ -151,7 +152,8 @@ class EgtLM:
             raise ValueError(f"Unknown padding_side {padding_side!r}; expected 'left' or 'right'.")
         self.padding_side = padding_side
         self._cache_store = cache_store
-        self._rag: SharedCacheRAG | None = None
+        self._engine: SharedCacheRAG | None = None  # internal; `document_cache` is the public face
+        self._document_cache: DocumentCache | None = None
         self._rag_lock = threading.Lock()
         resolved_device = resolve_device(device)
         resolved_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype, resolved_device)
@@ -438,7 +440,7 @@ class EgtLM:
         limit = self.config.max_length if max_length is None else max_length
         if self.config.document_context == "instruction":
             return self.embedding_inputs(texts, self._document_instruction(), limit)
-        return tokenize_after_prefix(self.tokenizer, texts, self.rag.default_prefix().token_ids, limit)
+        return tokenize_after_prefix(self.tokenizer, texts, self._rag.default_prefix().token_ids, limit)
 
     @property
     def document_pass(self) -> EmbeddingPass | None:
@@ -534,7 +536,7 @@ class EgtLM:
         )
         common = {"stop": options.stop or (), "logits_processor": options.logits_processor}
         if options.reuse_cache:
-            return self.rag.chat(
+            return self._rag.chat(
                 checked,
                 config,
                 recompute_tokens=options.recompute_tokens,
@@ -560,22 +562,37 @@ class EgtLM:
 
     # --- shared-cache RAG -------------------------------------------------------------------------
     @property
-    def rag(self) -> SharedCacheRAG:
-        """The shared-cache RAG engine (document index + KV store), created on first use."""
+    def _rag(self) -> SharedCacheRAG:
+        """The internal shared-cache engine (document index + KV store), created on first use."""
         with self._rag_lock:
-            if self._rag is None:
+            if self._engine is None:
                 capture = (
                     "bidirectional"
                     if self.config.resolved_capture == "reuse" and self.config.attention == "bidirectional"
                     else "causal"
                 )
-                self._rag = SharedCacheRAG(self._loaded, self, store=self._cache_store, capture=capture)
-            return self._rag
+                self._engine = SharedCacheRAG(self._loaded, self, store=self._cache_store, capture=capture)
+            return self._engine
+
+    @property
+    def document_cache(self) -> DocumentCache:
+        """Documents and their stored KV states: add, delete, search, hand out for a prompt, capture
+        heads. What adapters and the server call (see `egtlm_core.DocumentCache`).
+
+        Example:
+            >>> m.document_cache.add(["Paris is the capital of France."])
+            >>> m.document_cache.search("capital of France?", k=1)[0].document.text
+        """
+        engine = self._rag
+        with self._rag_lock:
+            if self._document_cache is None:
+                self._document_cache = DocumentCache(engine)
+            return self._document_cache
 
     @property
     def documents(self) -> DocumentIndex:
         """The model's own document index (what `index` fills and `answer` searches)."""
-        return self.rag.documents
+        return self.document_cache.documents
 
     def index(
         self,
@@ -591,11 +608,11 @@ class EgtLM:
         (None) is a hash of the text. An id already present is replaced: text, metadata, vector and
         stored states.
         """
-        return self.rag.add_documents(documents, ids, metadatas, index=index)
+        return self.document_cache.add(documents, ids, metadatas, index=index)
 
     def search(self, query: str, k: int = 4, *, index: DocumentIndex | None = None) -> list[ScoredDocument]:
         """The `k` indexed documents most similar to `query` (query instruction applied), best first."""
-        return self.rag.search(query, k, index=index)
+        return self.document_cache.search(query, k, index=index)
 
     def answer(
         self,
@@ -619,7 +636,7 @@ class EgtLM:
             >>> m.answer("What is the capital of France?", k=1).text
         """
         self._generator()  # a clear error for mode="embedding"
-        return self.rag.answer(
+        return self._rag.answer(
             question,
             documents=documents,
             k=k,

@@ -4,7 +4,8 @@ Two kinds of entries live here. `get_model` keys a `LoadedModel` by (source, dty
 every `EgtLM` asking for the same weights shares them, so an app with an embedder and a chat model
 never holds the weights twice. `shared.shared_lm` keys whole `EgtLM` objects by their settings, for
 framework adapters that are constructed often and must share one RAG engine. Entries are weakly
-held: weights are freed once nothing uses them.
+held: weights are freed once nothing uses them. `model_state` attaches one typed object per kind to
+a `LoadedModel` (what every RAG engine on those weights shares).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class LoadedModel:
     attn_implementation: str | None
     has_lm_head: bool
     lock: threading.RLock = field(default_factory=threading.RLock)
-    # State every EgtLM on these weights shares (the RAG engine's default KV store, known documents).
-    shared: dict[str, Any] = field(default_factory=dict)
+    # What every user of these weights shares, one object per type (`model_state`): e.g. the RAG
+    # engines' known documents and default KV store.
+    states: dict[type, Any] = field(default_factory=dict, repr=False)
 
     @property
     def body(self) -> Any:
@@ -72,6 +74,19 @@ def shared(key: tuple, build: Callable[[], T]) -> T:
             entry = build()
             _entries[key] = entry
         return entry
+
+
+def model_state(loaded: LoadedModel, kind: type[T]) -> T:
+    """The one `kind()` every user of `loaded` shares, built on first request (kept with the weights).
+
+    Engines built separately on the same weights (an embedder, a retriever and a chat model of a
+    framework) find each other's state here: one typed object per kind, no string keys.
+    """
+    with loaded.lock:
+        state = loaded.states.get(kind)
+        if state is None:
+            state = loaded.states[kind] = kind()
+        return state  # type: ignore[no-any-return]
 
 
 def get_model(

@@ -1,10 +1,11 @@
 """Shared-cache RAG on one loaded model: index documents (vectors + KV states), answer with reuse.
 
-`EgtLM.index` / `answer` / `chat(reuse_cache=True)` delegate here, and framework adapters reach it
-through `EgtLM.rag`. The engine is built from what it needs — the loaded model, an encoder (anything
-with `encode_documents` / `encode_queries`, i.e. an `EgtLM`) and a KV store — and imports nothing
-above it. The store and the re-rotation machinery are created on first use, so plain chat never
-touches the disk or inspects the model's RoPE.
+Internal: `EgtLM.answer` / `chat(reuse_cache=True)` and the public `DocumentCache`
+(`EgtLM.document_cache`, rag/document_cache.py) delegate here; adapters and the server call only
+`DocumentCache` (a layout test holds them to that). The engine is built from what it needs — the
+loaded model, an `Encoder` (an `EgtLM`) and a KV store — and imports nothing above it. The store
+and the re-rotation machinery are created on first use, so plain chat never touches the disk or
+inspects the model's RoPE.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore, sha256_text
-from ..embedding.encoding import TokenizedText, warn_truncated
+from ..config import EgtLMConfig
+from ..embedding.encoding import EmbeddingPass, TokenizedText, warn_truncated
 from ..embedding.inputs import check_texts
 from ..embedding.prompts import document_text
 from ..generation.chat import ChatResult, ChatStream, fit_to_context, generation_config, stream_generate
 from ..loading.default_model import cache_root
-from ..loading.registry import LoadedModel
+from ..loading.registry import LoadedModel, model_state
 from ..modeling.kernels import attention_kernel
 from .capture import DocumentPooling
 from .index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
@@ -41,9 +43,32 @@ MAX_KNOWN_DOCUMENTS = 4096  # recently indexed/retrieved texts that `chat` looks
 class Encoder(Protocol):
     """What the engine needs to embed: an `EgtLM` (with its configured instructions) is one."""
 
+    config: EgtLMConfig  # max_length: the token limit of one embedded document
+
+    @property
+    def document_pass(self) -> EmbeddingPass | None:
+        """Pooling settings to embed documents from their capture pass, or None (a pass of their own)."""
+        ...
+
     def encode_documents(self, documents: Any, **kwargs: Any) -> Any: ...
 
     def encode_queries(self, queries: Any, **kwargs: Any) -> Any: ...
+
+
+@dataclass(eq=False)
+class SharedState:
+    """What every engine on one loaded model shares (one per `LoadedModel`, via `model_state`).
+
+    An embedder, a retriever and a chat model built separately by a framework each get an engine;
+    through this they share the handed-out documents (texts one of them handed out are found in
+    prompts by the others) and the default store.
+    """
+
+    known: OrderedDict[str, KnownDocument] = field(default_factory=OrderedDict)  # what `chat` looks for
+    known_lock: threading.Lock = field(default_factory=threading.Lock)
+    store: CacheTier | None = None  # the default store, created on first use
+    ram: MemoryTier = field(default_factory=lambda: MemoryTier(max_bytes=256 << 20))  # prefixes kept off disk
+    persistent_prefixes: set[tuple[int, ...]] = field(default_factory=set)
 
 
 @dataclass
@@ -94,13 +119,7 @@ class SharedCacheRAG:
         self._store = store
         self._reuser: KVReuser | None = None
         self._lock = threading.Lock()
-        # Every engine on the same loaded weights (an embedder, a retriever and a chat model built
-        # separately by a framework) shares the known documents, so texts one of them handed out
-        # are found in prompts by the others.
-        with loaded.lock:
-            known = loaded.shared.setdefault("known_documents", (OrderedDict(), threading.Lock()))
-        self._known: OrderedDict[str, KnownDocument] = known[0]  # documents `chat` looks for
-        self._known_lock: threading.Lock = known[1]
+        self._shared = model_state(loaded, SharedState)  # what every engine on these weights shares
 
     # --- built on first use -----------------------------------------------------------------------
     @property
@@ -108,20 +127,21 @@ class SharedCacheRAG:
         """The KV store (the shared default one is created here, on first use)."""
         if self._store is None:
             with self.loaded.lock:
-                if "kv_store" not in self.loaded.shared:
-                    self.loaded.shared["kv_store"] = default_store(self.loaded.source.fingerprint())
-                self._store = self.loaded.shared["kv_store"]
+                if self._shared.store is None:
+                    self._shared.store = default_store(self.loaded.source.fingerprint())
+                self._store = self._shared.store
         return self._store
+
+    def stored_bytes(self) -> int:
+        """Bytes the KV store holds now (0 before one exists; nothing is created to say so)."""
+        store = self._store if self._store is not None else self._shared.store
+        return 0 if store is None else int(store.stats.bytes)
 
     @property
     def reuser(self) -> KVReuser:
         """Capture, fetch, re-rotate and splice states (inspects the model's RoPE on first use)."""
         with self._lock:
             if self._reuser is None:
-                shared = self.loaded.shared
-                with self.loaded.lock:
-                    ram = shared.setdefault("kv_ram", MemoryTier(max_bytes=256 << 20))
-                    persistent = shared.setdefault("kv_persistent_prefixes", set())
                 store = self.store
                 self._reuser = KVReuser(
                     self.loaded.body,
@@ -129,8 +149,8 @@ class SharedCacheRAG:
                     self.loaded.source.fingerprint(),
                     store,
                     capture=self.capture,
-                    ram=ram,
-                    persistent_prefixes=persistent,
+                    ram=self._shared.ram,
+                    persistent_prefixes=self._shared.persistent_prefixes,
                     attention=attention_kernel(self.loaded.body),
                     storage=store.storage,
                 )
@@ -148,19 +168,21 @@ class SharedCacheRAG:
     def remember(self, texts: Sequence[str]) -> None:
         """Hand out texts as documents whose states `chat` may splice when they appear in a prompt.
 
-        Retrievers call this for what they return; only these texts are looked for in prompts.
+        `DocumentCache.hand_out` / `search` call this for what adapters return; only these texts are
+        looked for in prompts.
         """
         known = [KnownDocument(t, _ids(self.tokenizer, t)) for t in texts]
-        with self._known_lock:
+        shared = self._shared
+        with shared.known_lock:
             for doc in known:
-                self._known[doc.text] = doc
-                self._known.move_to_end(doc.text)
-            while len(self._known) > MAX_KNOWN_DOCUMENTS:
-                self._known.popitem(last=False)
+                shared.known[doc.text] = doc
+                shared.known.move_to_end(doc.text)
+            while len(shared.known) > MAX_KNOWN_DOCUMENTS:
+                shared.known.popitem(last=False)
 
     def known_documents(self) -> list[KnownDocument]:
-        with self._known_lock:
-            return list(self._known.values())
+        with self._shared.known_lock:
+            return list(self._shared.known.values())
 
     def default_prefix(self) -> Segment:
         """The prefix documents are captured after at indexing time (the default layout's head)."""
@@ -239,10 +261,10 @@ class SharedCacheRAG:
     def _one_pass_pooling(self) -> DocumentPooling | None:
         """How to pool vectors from the capture pass, where the encoder embeds documents exactly as
         they are captured (`document_context="rag"`, causal capture after the default head)."""
-        embedding_pass = getattr(self.encoder, "document_pass", None)
+        embedding_pass = self.encoder.document_pass
         if embedding_pass is None or self.capture != "causal" or not embedding_pass.causal:
             return None
-        max_tokens = self.encoder.config.max_length  # type: ignore[attr-defined]
+        max_tokens = self.encoder.config.max_length
         return DocumentPooling(embedding_pass.pooling, embedding_pass.normalize, max_tokens)
 
     def _capture_and_embed(self, texts: list[str], pooling: DocumentPooling) -> np.ndarray:
@@ -273,7 +295,7 @@ class SharedCacheRAG:
 
     def forget_states(self, texts: Sequence[str], prefix: str | None = None) -> None:
         """Drop stored states of texts (captured after `prefix`); nothing is created to do so."""
-        if texts and (self._store is not None or "kv_store" in self.loaded.shared):
+        if texts and (self._store is not None or self._shared.store is not None):
             for key in self.cache_keys(texts, prefix):
                 self.store.remove(key)
 
@@ -289,10 +311,6 @@ class SharedCacheRAG:
         hits = (self.documents if index is None else index).search(self.encoder.encode_queries(query), k)
         self.remember([hit.document.text for hit in hits])  # handed out: `chat` may splice them
         return hits
-
-    def index(self, documents: Sequence[Any], ids: Sequence[str | None] | None = None) -> list[str]:
-        """`EgtLM.index`: embed documents into the own index and store their KV states; -> ids."""
-        return self.add_documents(documents, ids)
 
     def retrieve(self, question: str, k: int) -> list[str]:
         return [hit.document.text for hit in self.search(question, k)]

@@ -8,9 +8,8 @@ here does nothing, so handlers need no checks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
-
-from ..cache import CacheTier
 
 
 class Metrics:
@@ -43,7 +42,6 @@ class Metrics:
         )
         self.cache = Counter("egtlm_cache_segments", "Shared-cache segments", ["outcome"], registry=r)
         self.store_bytes = Gauge("egtlm_kv_store_bytes", "Bytes the KV store holds", registry=r)
-        self._store: CacheTier | None = None
 
     def request(self, route: str, status: int) -> None:
         if self.enabled:
@@ -82,11 +80,10 @@ class Metrics:
                 if n:
                     self.cache.labels(outcome).inc(n)
 
-    def watch_store(self, store: CacheTier) -> None:
-        """Report this store's bytes at every scrape."""
+    def watch_store(self, stored_bytes: Callable[[], int]) -> None:
+        """Report the KV store's bytes (`DocumentCache.stored_bytes`) at every scrape."""
         if self.enabled:
-            self._store = store
-            self.store_bytes.set_function(lambda: float(store.stats.bytes))
+            self.store_bytes.set_function(lambda: float(stored_bytes()))
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

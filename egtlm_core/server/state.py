@@ -56,7 +56,7 @@ class ServerState:
             if self.settings.generation_limit is not None:
                 set_generation_limit(self.settings.generation_limit, self._lm.device.type)
             if self.settings.metrics:
-                self.metrics.watch_store(self._lm.rag.store)
+                self.metrics.watch_store(self._lm.document_cache.stored_bytes)
             logger.info("Serving %s (%.1f s to load)", self._lm, time.perf_counter() - started)
         except BaseException as err:  # reported by /health and every route
             logger.exception("The model failed to load")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ConfigDict, Field, PrivateAttr
@@ -119,18 +119,12 @@ class EgtLMCacheRetriever(BaseRetriever):
 
     def _prompt_head(self, lm: EgtLM) -> str:
         assert self.prompt is not None
-        names = list(self.prompt.input_variables)
-        markers = {name: f"\x00EGTLM_{name}\x00" for name in names}
-        messages = to_chat_messages(self.prompt.format_prompt(**markers).to_messages())  # as ChatEgtLM
-        rendered = lm.rag.render_prompt(messages)
-        head, _, _ = rendered.partition(markers[self.context_variable])
-        early = [name for name, marker in markers.items() if marker in head]
-        if early:
-            raise ValueError(
-                f"The prompt puts {early} before {{{self.context_variable}}}, so the text before the "
-                "documents changes per call; put the documents first or leave `prompt` unset."
-            )
-        return head
+        prompt, cache = self.prompt, lm.document_cache
+
+        def render(markers: Mapping[str, str]) -> str:  # as ChatEgtLM renders the chain's prompt
+            return cache.render_prompt(to_chat_messages(prompt.format_prompt(**markers).to_messages()))
+
+        return cache.capture_head(render, list(prompt.input_variables), self.context_variable)
 
     # --- adding documents -------------------------------------------------------------------------
     def add_documents(self, documents: Sequence[Document], ids: Sequence[str] | None = None) -> list[str]:
@@ -141,7 +135,7 @@ class EgtLMCacheRetriever(BaseRetriever):
         if not documents:
             return []
         if self.vectorstore is None:
-            return self.lm.rag.add_documents(
+            return self.lm.document_cache.add(
                 [d.page_content for d in documents],
                 ids if ids is not None else [d.id for d in documents],  # each may carry its own id
                 [d.metadata for d in documents],
@@ -152,18 +146,18 @@ class EgtLMCacheRetriever(BaseRetriever):
         kwargs = {"ids": list(ids)} if ids is not None else {}
         doc_ids = self.vectorstore.add_documents(documents, **kwargs)
         if self.capture_states:
-            self.lm.rag.store_states([d.page_content for d in documents], self.capture_prefix())
+            self.lm.document_cache.capture([d.page_content for d in documents], self.capture_prefix())
         return list(doc_ids)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove documents (from the vector store or the own index) and drop their stored states."""
         ids = list(ids)
         if self.vectorstore is None:
-            self.lm.rag.delete_documents(ids, index=self._index, prefix=self.capture_prefix())
+            self.lm.document_cache.delete(ids, index=self._index, prefix=self.capture_prefix())
             return
         found = self.vectorstore.get_by_ids(ids)
         self.vectorstore.delete(ids)
-        self.lm.rag.forget_states([d.page_content for d in found], self.capture_prefix())
+        self.lm.document_cache.forget([d.page_content for d in found], self.capture_prefix())
 
     def add_texts(
         self,
@@ -249,15 +243,8 @@ class EgtLMCacheRetriever(BaseRetriever):
         """Remember the documents for the chat model and attach the handles of their states."""
         if not docs:
             return docs
-        rag = self.lm.rag
-        texts = [d.page_content for d in docs]
-        keys = rag.cache_keys(texts, self.capture_prefix())
-        rag.remember(texts)
+        handed = self.lm.document_cache.hand_out([d.page_content for d in docs], self.capture_prefix())
         return [
-            d.model_copy(
-                update={
-                    "metadata": {**d.metadata, CACHE_KEY: key.to_string(), CACHED: rag.store.contains(key)}
-                }
-            )
-            for d, key in zip(docs, keys, strict=True)
+            d.model_copy(update={"metadata": {**d.metadata, CACHE_KEY: h.key.to_string(), CACHED: h.stored}})
+            for d, h in zip(docs, handed, strict=True)
         ]

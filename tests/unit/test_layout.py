@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,69 @@ def test_adapters_use_public_core_names_only(path: Path):
         assert hasattr(package, "__path__"), f"{path.name} imports the module {module}; import its package"
         public = set(getattr(package, "__all__", ()))
         assert set(names) <= public, f"{path.name} imports {sorted(set(names) - public)} from {module}"
+
+
+# --- adapters and the server reach the shared cache through `DocumentCache` only -----------------
+SERVER = CORE / "server"
+ENGINE_NAMES = {  # the internal engine (rag/engine.py) and what only it has
+    "SharedCacheRAG",
+    "rag",
+    "_rag",
+    "_engine",
+    "reuser",
+    "remember",
+    "store_states",
+    "cache_keys",
+    "forget_states",
+    "known_documents",
+    "prefix_segment",
+    "default_prefix",
+    "delete_documents",
+}
+INTERNAL_MODULES = ("egtlm_core.rag.engine", "egtlm_core.rag.capture", "egtlm_core.rag.matching")
+
+
+def _document_cache_violations(path: Path) -> list[str]:
+    from egtlm_core import DocumentCache
+
+    public = {name for name in dir(DocumentCache) if not name.startswith("_")}
+    found = [f"imports {m}" for m, _ in _runtime_imports(path) if m.startswith(INTERNAL_MODULES)]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        name = (
+            node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+        )
+        if name in ENGINE_NAMES:
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+            inner = node.value.attr
+            if (inner == "document_cache" and node.attr not in public) or (inner, node.attr) == (
+                "store",
+                "contains",
+            ):
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_document_cache_rule_sees_reach_throughs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)  # module names relative to the temp dir
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from egtlm_core.rag.engine import SharedCacheRAG\n"
+        "lm.rag.remember(texts)\n"
+        "lm.document_cache._engine.store.contains(k)\n"
+        "lm.document_cache.search(q, 2)\n"
+    )
+    found = _document_cache_violations(bad)
+    assert found[0] == "imports egtlm_core.rag.engine"
+    assert any("lm.rag.remember" in f for f in found) and any("_engine" in f for f in found)
+    assert any("store.contains" in f for f in found) and not any("search" in f for f in found)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted([*ADAPTERS.rglob("*.py"), *SERVER.rglob("*.py")]),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_adapters_and_server_use_only_the_document_cache(path: Path):
+    """Integrations and the server call `EgtLM.document_cache`'s public methods, never the engine."""
+    assert _document_cache_violations(path) == [], path.relative_to(ROOT)

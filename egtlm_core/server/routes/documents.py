@@ -56,8 +56,9 @@ async def add_documents(body: DocumentsRequest, request: Request) -> dict[str, A
     metadatas = [d.metadata or {} for d in body.documents]
 
     def index(_: threading.Event) -> tuple[list[str], list[int]]:
-        doc_ids = lm.index(texts, ids=ids, metadatas=metadatas)  # type: ignore[arg-type]
-        lm.rag.remember(texts)  # chat prompts holding these texts splice their states
+        cache = lm.document_cache
+        doc_ids = cache.add(texts, ids=ids, metadatas=metadatas)  # type: ignore[arg-type]
+        cache.hand_out(texts)  # chat prompts holding these texts splice their states
         tokens = [len(t) for t in lm.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         return doc_ids, tokens
 
@@ -90,7 +91,7 @@ async def get_document(doc_id: str, request: Request) -> dict[str, Any]:
 async def delete_document(doc_id: str, request: Request) -> dict[str, Any]:
     """Remove a document and its stored KV states."""
     lm = state_of(request).lm
-    removed = await run_in_thread(lambda _: lm.rag.delete_documents([doc_id]), "egtlm-delete")
+    removed = await run_in_thread(lambda _: lm.document_cache.delete([doc_id]), "egtlm-delete")
     if not removed:
         raise APIError(404, f"No document with id {doc_id!r}.", param="id", code="document_not_found")
     return {"id": doc_id, "object": "document", "deleted": True}

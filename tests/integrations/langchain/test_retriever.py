@@ -73,11 +73,11 @@ def test_delete_and_re_add_replace_documents_and_states(tiny_lm):
     retriever.add_texts(DOCS[:2], ids=["a", "b"])
     retriever.add_texts([DOCS[3]], ids=["a"])  # same id, new text: replaced, not duplicated
     assert {d.page_content for d in retriever.invoke(QUESTION)} == {DOCS[3], DOCS[1]}
-    store = tiny_lm.rag.store
-    assert not store.contains(tiny_lm.rag.cache_keys([DOCS[0]])[0])
+    store = tiny_lm._rag.store
+    assert not store.contains(tiny_lm._rag.cache_keys([DOCS[0]])[0])
     retriever.delete(["b"])
     assert [d.id for d in retriever.invoke(QUESTION)] == ["a"]
-    assert not store.contains(tiny_lm.rag.cache_keys([DOCS[1]])[0])
+    assert not store.contains(tiny_lm._rag.cache_keys([DOCS[1]])[0])
 
 
 def test_documents_keep_their_own_ids_and_the_others_get_one(tiny_lm):
@@ -95,11 +95,11 @@ def test_documents_carry_the_handle_of_their_stored_states(tiny_lm):
     ids = retriever.add_texts(DOCS)
     assert len(set(ids)) == len(DOCS)
     docs = retriever.invoke(QUESTION)
-    keys = tiny_lm.rag.cache_keys([d.page_content for d in docs])
+    keys = tiny_lm._rag.cache_keys([d.page_content for d in docs])
     for doc, key in zip(docs, keys, strict=True):
         assert doc.metadata[CACHE_KEY] == key.to_string() and doc.metadata[CACHED] is True
-        assert tiny_lm.rag.store.contains(key)
-    assert set(DOCS) <= {d.text for d in tiny_lm.rag.known_documents()}  # the chat model will look for them
+        assert tiny_lm._rag.store.contains(key)
+    assert set(DOCS) <= {d.text for d in tiny_lm._rag.known_documents()}  # the chat model will look for them
 
 
 def test_vector_store_receives_documents_and_search_kwargs(tiny_lm, fake_store):
@@ -107,7 +107,7 @@ def test_vector_store_receives_documents_and_search_kwargs(tiny_lm, fake_store):
     docs = [Document(page_content=t, metadata={"n": i}) for i, t in enumerate(DOCS)]
     ids = retriever.add_documents(docs, ids=[f"d{i}" for i in range(4)])
     assert ids == ["d0", "d1", "d2", "d3"] and len(fake_store.store) == 4
-    assert all(tiny_lm.rag.store.contains(k) for k in tiny_lm.rag.cache_keys(DOCS))
+    assert all(tiny_lm._rag.store.contains(k) for k in tiny_lm._rag.cache_keys(DOCS))
     found = retriever.invoke(QUESTION, k=3, filter=lambda d: d.metadata["n"] != 0)
     assert len(found) == 3 and all(d.metadata["n"] != 0 and CACHE_KEY in d.metadata for d in found)
 
@@ -117,19 +117,19 @@ def test_documents_added_elsewhere_are_remembered_and_captured_later(tiny_lm, fa
     retriever = EgtLMCacheRetriever(vectorstore=fake_store, model=tiny_lm, k=2)
     docs = retriever.invoke(QUESTION)
     assert [d.metadata[CACHED] for d in docs] == [False, False]
-    assert {d.page_content for d in docs} <= {d.text for d in tiny_lm.rag.known_documents()}
+    assert {d.page_content for d in docs} <= {d.text for d in tiny_lm._rag.known_documents()}
 
 
 def test_capture_states_false_stores_nothing(tiny_lm, fake_store):
     retriever = EgtLMCacheRetriever(vectorstore=fake_store, model=tiny_lm, capture_states=False)
     retriever.add_texts(DOCS)
-    assert len(tiny_lm.rag.store) == 0
+    assert len(tiny_lm._rag.store) == 0
 
 
 def test_prompt_sets_the_capture_prefix_to_the_text_before_the_documents(tiny_lm):
     retriever = EgtLMCacheRetriever(model=tiny_lm, prompt=PROMPT, k=1)
     head = retriever.capture_prefix()
-    rendered = tiny_lm.rag.render_prompt(
+    rendered = tiny_lm.document_cache.render_prompt(
         [
             {"role": "system", "content": "Answer from the context."},
             {"role": "user", "content": f"Context:\n{DOCS[0]}\n\nQuestion: {QUESTION}"},
@@ -138,10 +138,10 @@ def test_prompt_sets_the_capture_prefix_to_the_text_before_the_documents(tiny_lm
     assert head and rendered.startswith(head + DOCS[0])
     retriever.add_texts(DOCS)
     doc = retriever.invoke(QUESTION)[0]
-    (key,) = tiny_lm.rag.cache_keys([doc.page_content], head)
-    assert doc.metadata[CACHE_KEY] == key.to_string() and tiny_lm.rag.store.contains(key)
-    (default_key,) = tiny_lm.rag.cache_keys([doc.page_content])
-    assert default_key != key and not tiny_lm.rag.store.contains(default_key)
+    (key,) = tiny_lm._rag.cache_keys([doc.page_content], head)
+    assert doc.metadata[CACHE_KEY] == key.to_string() and tiny_lm._rag.store.contains(key)
+    (default_key,) = tiny_lm._rag.cache_keys([doc.page_content])
+    assert default_key != key and not tiny_lm._rag.store.contains(default_key)
 
 
 def test_prompt_must_put_the_documents_before_other_variables(tiny_lm):

@@ -87,7 +87,7 @@ def test_states_are_captured_after_the_prompts_own_head(index, llm, monkeypatch)
     real = lm.chat
     monkeypatch.setattr(lm, "chat", lambda messages, **kw: seen.append(messages) or real(messages, **kw))
     response = index.as_query_engine(llm=llm, similarity_top_k=1, response_synthesizer=synth).query(QUESTION)
-    prompt = lm.rag.render_prompt(seen[0])
+    prompt = lm.document_cache.render_prompt(seen[0])
     head = synth.capture_prefix()
     assert prompt.startswith(head + response.source_nodes[0].node.get_content().strip())
     assert "Context information is below." in head and QUESTION not in head
@@ -113,7 +113,7 @@ def test_states_stored_at_indexing_are_hits(index, llm):
     synth = EgtLMSynthesizer(llm, capture_states=False)
     nodes = index.as_retriever(similarity_top_k=3).retrieve(QUESTION)
     keys = synth.store_states(nodes)
-    assert len(keys) == 3 and all(llm.client.rag.store.contains(k) for k in keys)
+    assert len(keys) == 3 and all(llm.client._rag.store.contains(k) for k in keys)
     qe = index.as_query_engine(llm=llm, similarity_top_k=2, response_synthesizer=synth)
     assert qe.query(QUESTION).metadata["egtlm"]["misses"] == 0
 

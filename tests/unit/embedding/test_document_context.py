@@ -35,7 +35,7 @@ def test_rag_context_needs_causal_attention_and_no_eos() -> None:
 
 def test_document_tokens_are_the_capture_tokens(tiny_llama_dir: Path) -> None:
     lm = _rag_lm(tiny_llama_dir)
-    head = list(lm.rag.default_prefix().token_ids)
+    head = list(lm._rag.default_prefix().token_ids)
     for doc, item in zip(DOCS, lm.document_inputs(DOCS), strict=True):
         alone = lm.tokenizer(doc, add_special_tokens=False)["input_ids"]
         assert item.ids == head + alone and item.content_start == len(head)
@@ -43,7 +43,7 @@ def test_document_tokens_are_the_capture_tokens(tiny_llama_dir: Path) -> None:
 
 def test_rag_document_vector_is_a_reference_pooling_of_the_head_pass(tiny_llama_dir: Path) -> None:
     lm = _rag_lm(tiny_llama_dir)
-    head = list(lm.rag.default_prefix().token_ids)
+    head = list(lm._rag.default_prefix().token_ids)
     doc = DOCS[1]
     ids = head + lm.tokenizer(doc, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
@@ -61,7 +61,7 @@ def test_rag_documents_truncate_with_a_warning_counting_document_tokens(tiny_lla
     lm = _rag_lm(tiny_llama_dir)
     with pytest.warns(UserWarning, match="truncated"):
         short = lm.encode_documents(DOCS[0], max_length=4)
-    head = len(lm.rag.default_prefix().token_ids)
+    head = len(lm._rag.default_prefix().token_ids)
     assert [len(it.ids) - head for it in lm.document_inputs([DOCS[0]], max_length=4)] == [4]
     assert short.shape == (lm.embedding_dim,)
     with pytest.raises(TypeError, match="custom instruction"):
@@ -91,7 +91,7 @@ def test_gradients_reach_the_shared_head(tiny_llama_dir: Path, tmp_path: Path) -
     private = tmp_path / "model"  # its own weights: other tests may have frozen the shared copy's
     shutil.copytree(tiny_llama_dir, private)
     lm = _rag_lm(private)
-    head = lm.rag.default_prefix().token_ids
+    head = lm._rag.default_prefix().token_ids
     table = lm._loaded.body.get_input_embeddings().weight
     table.requires_grad_(True)
     embed(lm, DOCS, "document", max_length=64).sum().backward()

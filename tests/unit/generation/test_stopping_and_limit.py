@@ -246,7 +246,7 @@ def test_cancel_ends_the_shared_cache_decoding_within_one_token(tiny_llama_dir, 
     lm = EgtLM(str(own), torch_dtype="float32", cache_store=MemoryTier())
     doc = " ".join(["Retrieval augmented generation reads documents before answering questions."] * 2)
     lm.index([doc])
-    lm.rag.remember([doc])  # handed out, as a retriever does: chat may splice it
+    lm._rag.remember([doc])  # handed out, as a retriever does: chat may splice it
     messages = [{"role": "user", "content": f"Documents:\n{doc}\n\nQuestion: what does it read?"}]
     cancel = threading.Event()
     counter = Counter(lm, on_call=lambda n: cancel.set() if n == 5 else None)

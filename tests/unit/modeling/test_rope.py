@@ -169,5 +169,5 @@ def test_answer_falls_back_to_full_prefill_when_reuse_is_not_exact(tmp_path, kin
     full = m.answer(QUESTION, DOCS, max_new_tokens=6, reuse_cache=False)
     assert reused.reuse is not None and reused.reuse.fallback
     assert reused.reused_tokens == 0
-    assert reused.prefilled_tokens == len(m.rag.plan(QUESTION, DOCS).token_ids)
+    assert reused.prefilled_tokens == len(m._rag.plan(QUESTION, DOCS).token_ids)
     assert reused.text == full.text

@@ -31,23 +31,23 @@ def test_a_conversation_head_stays_in_ram_and_a_registered_head_is_persisted(tin
     store, disk = _disk_store(tmp_path / "kv")
     m = load(tiny_llama_dir, store)
     m.index(LONG[2:])  # captured after the default head
-    m.rag.store_states(LONG[:1], prefix="<|user|>\nRegistered head:\n")  # as a retriever's prompt= does
-    m.rag.remember(LONG[:2])  # handed out by a retriever
+    m._rag.store_states(LONG[:1], prefix="<|user|>\nRegistered head:\n")  # as a retriever's prompt= does
+    m._rag.remember(LONG[:2])  # handed out by a retriever
     secret = "My bank PIN is 4921, and here is what I read:"
     result = m.chat(_chat_prompt(secret, LONG[:2]), max_new_tokens=2, reuse_cache=True)
     assert result.reuse.reused_tokens > 0
-    rendered = m.rag.render_prompt(_chat_prompt(secret, LONG[:2]))
-    plan = plan_from_prompt(m.tokenizer, rendered, m.rag.known_documents())
+    rendered = m._rag.render_prompt(_chat_prompt(secret, LONG[:2]))
+    plan = plan_from_prompt(m.tokenizer, rendered, m._rag.known_documents())
     prefix = plan.prefix
     assert prefix is not None and secret in (prefix.text or "")
-    assert not disk.contains(m.rag.reuser.key(prefix, None))  # the conversation's head: RAM only
-    assert m.rag.reuser.ram.contains(m.rag.reuser.key(prefix, None))
+    assert not disk.contains(m._rag.reuser.key(prefix, None))  # the conversation's head: RAM only
+    assert m._rag.reuser.ram.contains(m._rag.reuser.key(prefix, None))
     files = b"".join(p.read_bytes() for p in disk.directory.rglob("*.safetensors"))
     secret_ids = m.tokenizer(" 4921", add_special_tokens=False)["input_ids"]
     assert secret.encode() not in files and torch.tensor(secret_ids).numpy().tobytes() not in files
-    registered = m.rag.prefix_segment("<|user|>\nRegistered head:\n")
-    assert disk.contains(m.rag.reuser.key(registered, None))  # a registered head is persisted
-    assert disk.contains(m.rag.reuser.key(m.rag.default_prefix(), None))  # so is the default one
+    registered = m._rag.prefix_segment("<|user|>\nRegistered head:\n")
+    assert disk.contains(m._rag.reuser.key(registered, None))  # a registered head is persisted
+    assert disk.contains(m._rag.reuser.key(m._rag.default_prefix(), None))  # so is the default one
 
 
 def test_only_handed_out_documents_are_spliced_in_chat(tiny_llama_dir, tmp_path):
@@ -55,7 +55,7 @@ def test_only_handed_out_documents_are_spliced_in_chat(tiny_llama_dir, tmp_path)
     m.index(LONG)  # indexed, never handed out
     messages = _chat_prompt("Context:", LONG[:2])
     assert m.chat(messages, max_new_tokens=2, reuse_cache=True).reuse.reused_tokens == 0
-    m.rag.remember(LONG[:1])
+    m._rag.remember(LONG[:1])
     again = m.chat(messages, max_new_tokens=2, reuse_cache=True)
     spliced = [d["tokens"] for d in again.reuse.documents[1:]]  # entry 0 is the prompt head
     assert spliced == [len(m.tokenizer(LONG[0], add_special_tokens=False)["input_ids"])]
@@ -74,7 +74,7 @@ def test_slots_report_what_is_exact_and_what_is_approximate(tiny_llama_dir):
     assert (s.exact_slots, s.approximate_slots, s.recomputed_tokens) == (1, 2, 6)  # 3 per approximate slot
     assert s.summary()["approximate_slots"] == 2
     # Captured under the default head, a chain with its own head gets every slot approximate.
-    m.rag.remember(LONG)
+    m._rag.remember(LONG)
     chat = m.chat(_chat_prompt("Context:", LONG), max_new_tokens=2, reuse_cache=True).reuse
     assert chat.exact_slots == 0 and chat.approximate_slots == 3 and chat.other_prefix_hits == 3
     # ... and, approximate, each gets its first RECOMPUTE_TOKENS tokens recomputed by default
@@ -109,7 +109,7 @@ def test_keys_name_the_kernel_and_the_storage_format(tiny_llama_dir, tmp_path):
     native = load(tiny_llama_dir, _disk_store(tmp_path / "a")[0])
     int8 = load(tiny_llama_dir, _disk_store(tmp_path / "b", int8=True)[0])
     eager = load(tiny_llama_dir, MemoryTier(), attn_implementation="eager")
-    keys = [x.rag.cache_keys(LONG[:1])[0] for x in (native, int8, eager)]
+    keys = [x._rag.cache_keys(LONG[:1])[0] for x in (native, int8, eager)]
     assert (keys[0].storage, keys[1].storage, keys[2].storage) == ("native", "int8", "native")
     assert keys[0].attention != keys[2].attention == "eager"
     assert len({k.to_string() for k in keys}) == 3
@@ -123,4 +123,4 @@ def test_plain_chat_never_builds_the_store(tiny_llama_dir, tmp_path, monkeypatch
     m = EgtLM(str(tiny_llama_dir), torch_dtype="float32")
     assert m.chat([{"role": "user", "content": "hi"}], max_new_tokens=2, reuse_cache=True).text is not None
     assert not (tmp_path / "cache").exists()
-    assert m.rag._store is None and m.rag._reuser is None
+    assert m._rag._store is None and m._rag._reuser is None

@@ -29,7 +29,7 @@ def reference_states(m, prefix_ids, doc_ids) -> list[tuple[torch.Tensor, torch.T
     """Per layer (keys, values) [kv_heads, len(doc), dim] of one forward over prefix + document."""
     ids = torch.tensor([list(prefix_ids) + list(doc_ids)])
     with torch.inference_mode():
-        out = m.rag.reuser.body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+        out = m._rag.reuser.body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
     n = len(prefix_ids)
     return [(k[0, :, n:], v[0, :, n:]) for k, v in layer_states(out.past_key_values)]
 
@@ -44,7 +44,7 @@ def max_diff(entry, reference) -> float:
 
 
 def segments_and_prefix(m):
-    plan = m.rag.plan(QUESTION, TEXTS)
+    plan = m._rag.plan(QUESTION, TEXTS)
     return plan.documents, plan.prefix
 
 
@@ -52,7 +52,7 @@ def segments_and_prefix(m):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_a_padded_batch_gives_each_document_its_own_states(tiny_model_dirs, arch, side):
     m = load(tiny_model_dirs[arch])
-    reuser = m.rag.reuser
+    reuser = m._rag.reuser
     docs, prefix = segments_and_prefix(m)
     assert len({len(d.token_ids) for d in docs}) >= 5  # several lengths: most rows pad
     prefix_cache = reuser._prefix_loader(prefix, ReuseStats())()
@@ -71,7 +71,7 @@ def test_a_padded_batch_gives_each_document_its_own_states(tiny_model_dirs, arch
 def test_a_padded_batch_without_a_prefix(tiny_llama_dir, side):
     m = load(tiny_llama_dir)
     segments = [Segment((5, 6, 7, 8, 9, 10)), Segment((11, 12)), Segment((13, 14, 15, 16))]
-    entries = capture_batch(m.rag.reuser.body, segments, None, padding_side=side)
+    entries = capture_batch(m._rag.reuser.body, segments, None, padding_side=side)
     for segment, entry in zip(segments, entries, strict=True):
         assert entry.position_offset == 0
         assert max_diff(entry, reference_states(m, (), segment.token_ids)) <= 1e-5
@@ -79,7 +79,7 @@ def test_a_padded_batch_without_a_prefix(tiny_llama_dir, side):
 
 def test_bidirectional_batch_equals_documents_captured_alone(tiny_llama_dir):
     m = load(tiny_llama_dir, attention="bidirectional", cache_capture="reuse")
-    reuser = m.rag.reuser
+    reuser = m._rag.reuser
     assert reuser.capture == "bidirectional"
     docs, prefix = segments_and_prefix(m)
     prefix_cache = reuser._prefix_loader(prefix, ReuseStats())()
@@ -96,7 +96,7 @@ def test_bidirectional_batch_equals_documents_captured_alone(tiny_llama_dir):
 
 def test_index_captures_in_one_forward_per_batch(tiny_llama_dir, capsys):
     m = load(tiny_llama_dir)
-    reuser, store = m.rag.reuser, m.rag.store
+    reuser, store = m._rag.reuser, m._rag.store
     docs, prefix = segments_and_prefix(m)
     calls = []
     hook = reuser.body.register_forward_pre_hook(lambda module, args: calls.append(1))

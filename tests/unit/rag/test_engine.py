@@ -23,7 +23,7 @@ def test_index_embeds_documents_and_stores_their_states(tiny_llama_dir):
     assert m.index(DOCS) == ids  # ids are stable (content hashes) and re-indexing adds nothing
     assert m.documents.ids == ids and m.documents.texts == DOCS
     np.testing.assert_allclose(m.documents.vectors, m.encode_documents(DOCS), atol=1e-5)
-    assert len(m.rag.store) == len(DOCS) + 1  # the documents and the prefix
+    assert len(m._rag.store) == len(DOCS) + 1  # the documents and the prefix
 
     result = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
     assert result.reuse.hits == len(DOCS) + 1 and result.reuse.misses == 0
@@ -71,7 +71,7 @@ def test_answer_without_documents_retrieves_the_top_k(tiny_llama_dir):
     scores = m.encode_documents(DOCS) @ m.encode_queries(QUESTION)
     order = [DOCS[i] for i in np.argsort(-scores)]
     for k in (1, 2, 3):
-        assert m.rag.retrieve(QUESTION, k) == order[:k]
+        assert m._rag.retrieve(QUESTION, k) == order[:k]
         result = m.answer(QUESTION, k=k, max_new_tokens=NEW_TOKENS)
         assert result.documents == order[:k]
         assert result.reuse.misses == 0 and result.reuse.hits == k + 1
@@ -165,8 +165,8 @@ def test_damaged_disk_entries_are_recomputed(tiny_llama_dir, tmp_path, kind):
     m.index(DOCS)
     fresh = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
     assert fresh.reuse.misses == 0
-    plan = m.rag.plan(QUESTION, DOCS)
-    reuser = m.rag.reuser
+    plan = m._rag.plan(QUESTION, DOCS)
+    reuser = m._rag.reuser
     paths = [store.path_for(reuser.key(s, plan.prefix)) for s in [plan.prefix, *plan.documents]]
     assert all(p.exists() for p in paths)
     snapshot = [store.get(reuser.key(s, plan.prefix)).clone() for s in [plan.prefix, *plan.documents]]
@@ -194,8 +194,8 @@ def test_damaged_prefix_file_is_recomputed_too(tiny_llama_dir, tmp_path):
     m = load(tiny_llama_dir, store=store)
     m.index(DOCS[:1])
     fresh = m.answer(QUESTION, DOCS[:1], max_new_tokens=NEW_TOKENS)
-    plan = m.rag.plan(QUESTION, DOCS[:1])
-    _damage("truncate", store.path_for(m.rag.reuser.key(plan.prefix, None)), other=Path())
+    plan = m._rag.plan(QUESTION, DOCS[:1])
+    _damage("truncate", store.path_for(m._rag.reuser.key(plan.prefix, None)), other=Path())
     again = m.answer(QUESTION, DOCS[:1], max_new_tokens=NEW_TOKENS)
     assert again.text == fresh.text and again.reuse.misses == 1
     assert store.stats.corrupt == 1
@@ -211,7 +211,7 @@ def test_tiered_store_falls_back_to_disk_and_survives_a_new_process(tiny_llama_d
     result = later.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
     assert result.reuse.misses == 0 and result.reuse.hits == len(DOCS) + 1
     assert result.text == fresh.text
-    assert len(later.rag.store.tiers[0]) == len(DOCS) + 1  # disk hits were copied into memory
+    assert len(later._rag.store.tiers[0]) == len(DOCS) + 1  # disk hits were copied into memory
 
 
 @pytest.mark.parametrize("bad", [-1, 2.5, True, "8"])

@@ -114,14 +114,14 @@ def test_reindexing_an_id_with_new_text_replaces_vector_and_states(tiny_llama_di
     store = MemoryTier()
     m = load(tiny_llama_dir, store)
     m.index([DOCS[0]], ids=["doc"])
-    old_key = m.rag.cache_keys([DOCS[0]])[0]
+    old_key = m._rag.cache_keys([DOCS[0]])[0]
     assert store.contains(old_key)
     m.index([DOCS[1]], ids=["doc"])
     assert m.documents.texts == [DOCS[1]]
     np.testing.assert_allclose(m.documents.vectors[0], m.encode_documents(DOCS[1]), atol=1e-5)
-    assert not store.contains(old_key) and store.contains(m.rag.cache_keys([DOCS[1]])[0])
-    m.rag.delete_documents(["doc"])
-    assert len(m.documents) == 0 and not store.contains(m.rag.cache_keys([DOCS[1]])[0])
+    assert not store.contains(old_key) and store.contains(m._rag.cache_keys([DOCS[1]])[0])
+    m._rag.delete_documents(["doc"])
+    assert len(m.documents) == 0 and not store.contains(m._rag.cache_keys([DOCS[1]])[0])
 
 
 def test_two_indexes_on_one_model_are_independent(tiny_llama_dir):

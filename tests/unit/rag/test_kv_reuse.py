@@ -25,7 +25,7 @@ def full_logits(m: EgtLM, ids: list[int]) -> torch.Tensor:
 
 def reuse_logits(m: EgtLM, plan: SegmentPlan, recompute_tokens: int = 0):
     """Next-token logits after `KVReuser.build(plan)` plus a forward of the final live segment."""
-    cache, stats = m.rag.reuser.build(plan, recompute_tokens=recompute_tokens)
+    cache, stats = m._rag.reuser.build(plan, recompute_tokens=recompute_tokens)
     live = list(plan.segments[-1].token_ids)
     start = cache.get_seq_length()
     assert start == len(plan.token_ids) - len(live)
@@ -113,7 +113,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
 def test_one_document_after_the_prefix_is_exact(tiny_model_dirs, arch):
     m = load(tiny_model_dirs[arch])
-    plan = m.rag.plan(QUESTION, DOCS[:1])
+    plan = m._rag.plan(QUESTION, DOCS[:1])
     assert plan.prefix is not None and len(plan.documents) == 1
     got, stats = reuse_logits(m, plan)
     assert max_diff(got, full_logits(m, plan.token_ids)) <= 1e-4
@@ -133,8 +133,8 @@ def test_one_document_after_the_prefix_is_exact(tiny_model_dirs, arch):
 def test_build_never_changes_the_stored_entries(tiny_llama_dir):
     m = load(tiny_llama_dir)
     m.index(DOCS[:2])
-    plan = m.rag.plan(QUESTION, DOCS[:2])
-    reuser, store = m.rag.reuser, m.rag.store
+    plan = m._rag.plan(QUESTION, DOCS[:2])
+    reuser, store = m._rag.reuser, m._rag.store
     keys = [reuser.key(s, plan.prefix) for s in [plan.prefix, *plan.documents]]
     snapshot = [store.get(k).clone() for k in keys]
     for _ in range(2):
@@ -150,9 +150,9 @@ def test_build_never_changes_the_stored_entries(tiny_llama_dir):
 
 def test_entries_are_captured_after_the_prefix(tiny_llama_dir):
     m = load(tiny_llama_dir)
-    plan = m.rag.plan(QUESTION, DOCS[:1])
+    plan = m._rag.plan(QUESTION, DOCS[:1])
     m.index(DOCS[:1])
-    reuser, store = m.rag.reuser, m.rag.store
+    reuser, store = m._rag.reuser, m._rag.store
     prefix_entry = store.get(reuser.key(plan.prefix, None))
     doc_entry = store.get(reuser.key(plan.documents[0], plan.prefix))
     assert prefix_entry.position_offset == 0
@@ -160,7 +160,7 @@ def test_entries_are_captured_after_the_prefix(tiny_llama_dir):
     assert tuple(doc_entry.token_ids.tolist()) == plan.documents[0].token_ids
     assert doc_entry.meta["capture"] == "causal"
     # the same text after another prefix is another key
-    other = m.rag.reuser.key(plan.documents[0], plan.documents[0])
+    other = m._rag.reuser.key(plan.documents[0], plan.documents[0])
     assert other != reuser.key(plan.documents[0], plan.prefix)
 
 
@@ -168,7 +168,7 @@ def test_entries_are_captured_after_the_prefix(tiny_llama_dir):
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
 def test_many_documents_equal_one_block_attention_forward(tiny_model_dirs, arch):
     m = load(tiny_model_dirs[arch])
-    plan = m.rag.plan(QUESTION, DOCS)
+    plan = m._rag.plan(QUESTION, DOCS)
     assert len(plan.documents) == 3
     got, stats = reuse_logits(m, plan)
     want = block_attention_logits(m, plan)
@@ -181,7 +181,7 @@ def test_many_documents_equal_one_block_attention_forward(tiny_model_dirs, arch)
 
 def test_recompute_tokens_moves_tokens_from_reused_to_prefilled(tiny_llama_dir):
     m = load(tiny_llama_dir)
-    plan = m.rag.plan(QUESTION, DOCS)
+    plan = m._rag.plan(QUESTION, DOCS)
     no_repair, base = reuse_logits(m, plan)
     for n in (1, 4):
         got, stats = reuse_logits(m, plan, recompute_tokens=n)
@@ -199,7 +199,7 @@ def test_recompute_tokens_moves_tokens_from_reused_to_prefilled(tiny_llama_dir):
 
 def test_answers_recompute_the_default_head_of_each_approximate_slot(tiny_llama_dir):
     m = load(tiny_llama_dir)
-    plan = m.rag.plan(QUESTION, DOCS)
+    plan = m._rag.plan(QUESTION, DOCS)
     sizes = [len(d.token_ids) for d in plan.documents]
     result = m.answer(QUESTION, DOCS, max_new_tokens=NEW_TOKENS)
     want = [0] + [min(RECOMPUTE_TOKENS, n) for n in sizes[1:]]
@@ -212,7 +212,7 @@ def test_answers_recompute_the_default_head_of_each_approximate_slot(tiny_llama_
 
 def test_recomputing_whole_documents_equals_full_prefill(tiny_llama_dir):
     m = load(tiny_llama_dir)
-    plan = m.rag.plan(QUESTION, DOCS)
+    plan = m._rag.plan(QUESTION, DOCS)
     longest = max(len(d.token_ids) for d in plan.documents)
     got, stats = reuse_logits(m, plan, recompute_tokens=longest)
     assert max_diff(got, full_logits(m, plan.token_ids)) <= 1e-4
@@ -227,27 +227,27 @@ def test_recomputing_whole_documents_equals_full_prefill(tiny_llama_dir):
 def test_bidirectional_capture_stores_different_states(tiny_llama_dir):
     causal = load(tiny_llama_dir)
     bidir = load(tiny_llama_dir, attention="bidirectional", cache_capture="reuse")
-    assert causal.rag.reuser.capture == "causal"
-    assert bidir.rag.reuser.capture == "bidirectional"
-    plan = causal.rag.plan(QUESTION, DOCS[:1])
+    assert causal._rag.reuser.capture == "causal"
+    assert bidir._rag.reuser.capture == "bidirectional"
+    plan = causal._rag.plan(QUESTION, DOCS[:1])
     doc = plan.documents[0]
-    causal_key = causal.rag.reuser.key(doc, plan.prefix)
-    bidir_key = bidir.rag.reuser.key(doc, plan.prefix)
+    causal_key = causal._rag.reuser.key(doc, plan.prefix)
+    bidir_key = bidir._rag.reuser.key(doc, plan.prefix)
     assert causal_key.capture == "causal" and bidir_key.capture == "bidirectional"
     assert causal_key != bidir_key
 
     causal.answer(QUESTION, DOCS[:1], max_new_tokens=NEW_TOKENS)
     result = bidir.answer(QUESTION, DOCS[:1], max_new_tokens=NEW_TOKENS)
     assert result.reused_tokens > 0 and result.reuse.fallback is None
-    a, b = causal.rag.store.get(causal_key), bidir.rag.store.get(bidir_key)
+    a, b = causal._rag.store.get(causal_key), bidir._rag.store.get(bidir_key)
     assert b.meta["capture"] == "bidirectional"
     # layer 0 sees only embeddings: equal; deeper layers saw the whole document: different
     assert torch.allclose(a.keys[0], b.keys[0], atol=1e-6)
     assert torch.allclose(a.values[0], b.values[0], atol=1e-6)
     assert max_diff(a.values[-1], b.values[-1]) > 1e-4
     # the prefix is captured causally either way
-    pa = causal.rag.store.get(causal.rag.reuser.key(plan.prefix, None))
-    pb = bidir.rag.store.get(bidir.rag.reuser.key(plan.prefix, None))
+    pa = causal._rag.store.get(causal._rag.reuser.key(plan.prefix, None))
+    pb = bidir._rag.store.get(bidir._rag.reuser.key(plan.prefix, None))
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(pa.values, pb.values, strict=True))
 
 
@@ -259,16 +259,16 @@ def test_default_capture_is_causal_even_with_bidirectional_embeddings(tiny_llama
         {"attention": "bidirectional", "cache_capture": "causal"},
     ):
         m = load(tiny_llama_dir, **kwargs)
-        plan = m.rag.plan(QUESTION, DOCS[:1])
-        assert m.rag.reuser.key(plan.documents[0], plan.prefix).capture == "causal", kwargs
+        plan = m._rag.plan(QUESTION, DOCS[:1])
+        assert m._rag.reuser.key(plan.documents[0], plan.prefix).capture == "causal", kwargs
 
 
 # --- prefill: every live token and the question in one forward, the first token from it ------------
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
 def test_prefill_gives_the_first_token_logits_of_a_full_prefill(tiny_model_dirs, arch):
     m = load(tiny_model_dirs[arch])
-    plan = m.rag.plan(QUESTION, DOCS[:1])
-    cache, logits, stats = m.rag.reuser.prefill(plan, m.model)
+    plan = m._rag.plan(QUESTION, DOCS[:1])
+    cache, logits, stats = m._rag.reuser.prefill(plan, m.model)
     assert max_diff(logits[0].float(), full_logits(m, plan.token_ids)) <= 1e-4
     assert cache.get_seq_length() == len(plan.token_ids)  # the whole prompt, question included
     assert stats.reused_tokens + stats.prefilled_tokens == len(plan.token_ids)
@@ -280,9 +280,9 @@ def test_separators_folded_into_the_question_forward_keep_the_block_attention_re
     tiny_model_dirs, arch, recompute
 ):
     m = load(tiny_model_dirs[arch])
-    plan = m.rag.plan(QUESTION, DOCS)
+    plan = m._rag.plan(QUESTION, DOCS)
     assert sum(not s.cached for s in plan.segments[:-1]) == 2  # two live separators
-    _, logits, stats = m.rag.reuser.prefill(plan, m.model, recompute_tokens=recompute)
+    _, logits, stats = m._rag.reuser.prefill(plan, m.model, recompute_tokens=recompute)
     assert max_diff(logits[0].float(), block_attention_logits(m, plan, recompute_tokens=recompute)) <= 1e-4
     built, _ = reuse_logits(m, plan, recompute_tokens=recompute)  # `build` + a separate tail forward
     assert max_diff(logits[0].float(), built) <= 1e-4
@@ -294,7 +294,7 @@ def test_a_warm_answer_runs_one_forward_and_no_generate(tiny_llama_dir, monkeypa
     m.index(DOCS)
     want = m.answer(QUESTION, DOCS, max_new_tokens=1).text
     calls = []
-    hook = m.rag.reuser.body.register_forward_pre_hook(lambda module, args: calls.append(args))
+    hook = m._rag.reuser.body.register_forward_pre_hook(lambda module, args: calls.append(args))
 
     def no_generate(*args, **kwargs):
         raise AssertionError("the reuse path must not call generate")
@@ -343,7 +343,7 @@ def test_the_reuse_prefill_waits_for_the_generation_slot(tiny_llama_dir):
     before = limit.limit
     set_generation_limit(1)
     calls, results = [], []
-    hook = m.rag.reuser.body.register_forward_pre_hook(lambda module, args: calls.append(1))
+    hook = m._rag.reuser.body.register_forward_pre_hook(lambda module, args: calls.append(1))
     try:
         limit.acquire()  # another generation holds the one slot
         try:

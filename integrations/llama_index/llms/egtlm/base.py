@@ -124,7 +124,9 @@ class EgtLMLLM(FunctionCallingLLM):
 
     def prompt_text(self, messages: Sequence[ChatMessage]) -> str:
         """The text the model is given for `messages` (system prompt added, chat template applied)."""
-        return self.client.rag.render_prompt(to_chat_messages(self._extend_messages(list(messages))))
+        return self.client.document_cache.render_prompt(
+            to_chat_messages(self._extend_messages(list(messages)))
+        )
 
     # --- one call ---------------------------------------------------------------------------------
     def _prepare(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> _Call:

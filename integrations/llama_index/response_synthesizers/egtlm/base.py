@@ -4,7 +4,7 @@ A response synthesizer is the one place of a query engine that sees the retrieve
 text-QA template and the finished response, so the shared cache needs nothing else swapped in:
 the retriever, the vector store (Chroma, ...) and `index.as_query_engine` stay as they are.
 
-Per query it hands the nodes out to the model (`rag.remember`: only handed-out texts are spliced,
+Per query it hands the nodes out to the model (`DocumentCache.hand_out`: only handed-out texts are spliced,
 docs/shared_cache.md), makes sure their states are stored, captured after the text the template puts
 before `{context_str}` (so the first document slot is exact), and lets `EgtLMLLM` answer: the core
 finds the nodes in the prompt and splices their states. `response.metadata["egtlm"]` reports what
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 try:
@@ -33,7 +33,6 @@ from egtlm_core import CacheKey
 logger = logging.getLogger(__name__)
 
 REPORT = "egtlm"  # response.metadata key of the shared-cache report
-_CONTEXT, _QUERY = "\x00EGTLM_context\x00", "\x00EGTLM_query\x00"
 _SUMMED = (
     "reused_tokens",
     "prefilled_tokens",
@@ -91,28 +90,29 @@ class EgtLMSynthesizer(CompactAndRefine):
             return self._head[1]
 
     def _render_head(self, template: Any) -> str | None:
-        messages = template.format_messages(llm=self._llm, context_str=_CONTEXT, query_str=_QUERY)
-        head, found, _ = self.llm.prompt_text(messages).partition(_CONTEXT)
-        if not found or _QUERY in head:
+        def render(markers: Mapping[str, str]) -> str:
+            return self.llm.prompt_text(template.format_messages(llm=self._llm, **markers))
+
+        try:
+            return self.llm.client.document_cache.capture_head(
+                render, ["context_str", "query_str"], "context_str"
+            )
+        except ValueError as err:
             logger.warning(
-                "The text-QA template does not put {context_str} before {query_str}; documents are "
-                "captured after egtlm's default head and reused as approximate slots."
+                "%s Documents are captured after egtlm's default head and reused as approximate slots.", err
             )
             return None
-        return head
 
     # --- handing nodes out ------------------------------------------------------------------------
     def store_states(self, nodes: Sequence[BaseNode | NodeWithScore | str]) -> list[CacheKey]:
         """Capture and store nodes' states now (at indexing), as the query engine's prompt holds them."""
         texts = [_llm_text(n) for n in nodes]
-        return self.llm.client.rag.store_states([t for t in texts if t], self.capture_prefix())
+        return self.llm.client.document_cache.capture([t for t in texts if t], self.capture_prefix())
 
     def _hand_out(self, text_chunks: Sequence[str]) -> None:
         texts = [t.strip() for t in text_chunks if t.strip()]  # as `PromptHelper.repack` puts them in
-        rag = self.llm.client.rag
-        if self.capture_states and texts:
-            rag.store_states(texts, self.capture_prefix())  # stored ones are hits: nothing recomputed
-        rag.remember(texts)
+        # Stored states are hits: capturing recomputes nothing.
+        self.llm.client.document_cache.hand_out(texts, self.capture_prefix(), capture=self.capture_states)
 
     def get_response(self, query_str: str, text_chunks: Sequence[str], **kwargs: Any) -> Any:
         self._hand_out(text_chunks)
