@@ -10,6 +10,7 @@ from .config import EgtLMConfig
 from .embedding.prompts import document_text, format_instruction
 from .generation.chat import ChatResult, ChatStream
 from .generation.constrained import JsonGrammar, json_grammar, tool_call_schema
+from .generation.tools import ToolCall
 from .loading.default_model import DEFAULT_MODEL_NAME, default_model_dir
 from .model import EgtLM
 from .rag.engine import AnswerResult, SharedCacheRAG
@@ -36,6 +37,7 @@ __all__ = [
     "ScoredDocument",
     "SharedCacheRAG",
     "TieredStore",
+    "ToolCall",
     "check_k",
     "default_model_dir",
     "display_name",

@@ -6,7 +6,7 @@ import difflib
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -34,6 +34,8 @@ from .generation.chat import (
     generation_config,
     stream_generate,
 )
+from .generation.constraints import OutputConstraint, check_tools, response_schema
+from .generation.tools import plan_tools
 from .loading.devices import resolve_device, resolve_dtype
 from .loading.registry import LoadedModel, get_model
 from .loading.sources import ModelSource, resolve_source, saved_settings
@@ -64,10 +66,16 @@ class ChatOptions:
     logits_processor: Any = None
     chat_template_kwargs: Mapping[str, Any] | None = None
     cancel: threading.Event | None = None
+    tools: Sequence[Mapping[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_recompute_tokens(self.recompute_tokens)
         object.__setattr__(self, "chat_template_kwargs", check_template_kwargs(self.chat_template_kwargs))
+        object.__setattr__(self, "tools", check_tools(self.tools))
+        plan_tools(self.tools or (), self.tool_choice)  # a bad tool_choice fails here, with the valid ones
+        response_schema(self.response_format)
         if self.cancel is not None and not hasattr(self.cancel, "is_set"):
             raise TypeError(f"cancel must be a threading.Event, got {type(self.cancel).__name__}.")
 
@@ -481,6 +489,9 @@ class EgtLM:
         logits_processor: Any = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         cancel: threading.Event | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        response_format: Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> ChatResult:
         """Answer a conversation; greedy by default. Stop strings end the answer and are not returned.
@@ -494,8 +505,27 @@ class EgtLM:
         Generations queue for a process-wide slot (`set_generation_limit`); `result.queue_s` says
         how long this one waited.
 
+        Tools and structured output (grammar-constrained with xgrammar, so even a small model's
+        calls and objects validate):
+
+        - `tools`: OpenAI-format tools ({"type": "function", "function": {"name", "description",
+          "parameters"}}) described in the system prompt; `tool_choice` "auto"/None (the model may
+          answer with a call), "none", "required"/"any"/True (some tool, grammar-forced), a tool
+          name or {"type": "function", "function": {"name": ...}}. The calls land on
+          `result.tool_calls` (`ToolCall`s: id, name, arguments dict); a forced call cut short by
+          `max_new_tokens` leaves `result.tool_call_error`.
+        - `response_format`: {"type": "json_object"} or {"type": "json_schema", "json_schema":
+          {"name": ..., "schema": {...}}} (OpenAI's shapes); the answer follows the schema and is
+          parsed onto `result.parsed`. Bound tools take precedence over it.
+
+        Under a grammar `stop` strings are not applied (one inside the JSON would cut it).
+
         Example:
             >>> m.chat("What is the capital of France?", max_new_tokens=16).text
+            >>> weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+            ...     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+            >>> m.chat("Weather in Paris?", tools=[weather], tool_choice="required").tool_calls[0].arguments
+            {'city': 'Paris'}
         """
         options = ChatOptions.from_options(
             dict(
@@ -508,6 +538,9 @@ class EgtLM:
                 logits_processor=logits_processor,
                 chat_template_kwargs=chat_template_kwargs,
                 cancel=cancel,
+                tools=tools,
+                tool_choice=tool_choice,
+                response_format=response_format,
                 **unknown,
             )
         )
@@ -528,30 +561,53 @@ class EgtLM:
 
     def _chat(self, messages: Any, options: ChatOptions, stream: bool) -> Any:
         model = self._generator()
-        checked = check_messages(messages)
+        constraint = OutputConstraint.resolve(
+            self.tokenizer, model, options.tools or (), options.tool_choice, options.response_format
+        )
+        checked = constraint.prompt(check_messages(messages))
+        cancel = options.cancel or (threading.Event() if stream else None)  # a stream can be cancel()ed
+        result, pieces = self._generate(checked, options, constraint, cancel, stream)
+        if pieces is None:
+            constraint.finish(result)
+            return result
+        if constraint.active:
+            pieces = constraint.hold(pieces, result)
+        return pieces if isinstance(pieces, ChatStream) else ChatStream(pieces, result, cancel)
+
+    def _generate(
+        self,
+        messages: list[dict[str, Any]],
+        options: ChatOptions,
+        constraint: OutputConstraint,
+        cancel: threading.Event | None,
+        stream: bool,
+    ) -> tuple[ChatResult, Iterator[str] | None]:
+        """(result, None) run to the end, or (result to be filled, text pieces) when streaming."""
+        model = self._generator()
         config = generation_config(
             self.tokenizer, model, options.max_new_tokens, options.temperature, options.top_p
         )
-        common = {"stop": options.stop or (), "logits_processor": options.logits_processor}
+        common = {
+            "stop": constraint.stop(options.stop),
+            "logits_processor": constraint.processors(options.logits_processor, options.max_new_tokens),
+            "cancel": cancel,
+        }
         if options.reuse_cache:
-            return self.rag.chat(
-                checked,
+            template_kwargs = options.chat_template_kwargs or {}
+            answer = self.rag.chat(
+                messages,
                 config,
                 recompute_tokens=options.recompute_tokens,
                 stream=stream,
-                cancel=options.cancel,
                 **common,
-                **(options.chat_template_kwargs or {}),
+                **template_kwargs,
             )
-        prompt = chat_input_ids(self.tokenizer, checked, options.chat_template_kwargs)
+            return (answer.result, answer) if stream else (answer, None)
+        prompt = chat_input_ids(self.tokenizer, messages, options.chat_template_kwargs)
         if not stream:
-            return generate_text(model, self.tokenizer, prompt, config, cancel=options.cancel, **common)
-        cancel = options.cancel or threading.Event()  # a stream can always be cancel()ed
+            return generate_text(model, self.tokenizer, prompt, config, **common), None
         result = ChatResult("", 0, 0, "stop")
-        pieces = stream_generate(
-            model, self.tokenizer, prompt, config, result=result, cancel=cancel, **common
-        )
-        return ChatStream(pieces, result, cancel)
+        return result, stream_generate(model, self.tokenizer, prompt, config, result=result, **common)
 
     def _max_batch_tokens(self) -> int | None:
         if self.config.max_batch_tokens is not None:

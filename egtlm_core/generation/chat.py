@@ -25,6 +25,7 @@ import torch
 from transformers import DynamicCache, GenerationConfig
 
 from .streaming import StopFilter, _as_list, _in_slot, _stream
+from .tools import ToolCall
 
 # StopFilter and _as_list live in streaming.py; re-exported for callers that imported them from here.
 __all__ = ["ChatResult", "ChatStream", "StopFilter", "_as_list", "generate_text", "stream_generate"]
@@ -46,6 +47,12 @@ class ChatResult:
     total_s: float = 0.0
     queue_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    # With tools bound: the calls the answer made (its `text` is then the call's JSON), and why a
+    # forced call is missing (cut short by max_new_tokens or a cancel). With a JSON response_format:
+    # the parsed answer (None if it did not parse).
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_error: str | None = None
+    parsed: Any = None
 
     @property
     def total_tokens(self) -> int:
