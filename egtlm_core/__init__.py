@@ -12,7 +12,7 @@ from .generation.chat import ChatResult, ChatStream
 from .generation.constrained import JsonGrammar, json_grammar, tool_call_schema
 from .generation.tools import ToolCall
 from .loading.default_model import DEFAULT_MODEL_NAME, default_model_dir
-from .model import EgtLM
+from .model import EgtLM, GenerationOptions
 from .rag.engine import AnswerResult, SharedCacheRAG
 from .rag.index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
 from .rag.kv_reuse import RECOMPUTE_TOKENS
@@ -29,6 +29,7 @@ __all__ = [
     "DocumentIndex",
     "EgtLM",
     "EgtLMConfig",
+    "GenerationOptions",
     "IndexedDocument",
     "JsonGrammar",
     "LazyLM",
