@@ -13,9 +13,7 @@ Reuse here splices every stored token (`recompute_tokens=0`): this page times th
 The default, `RECOMPUTE_TOKENS` = 32, adds 32 live tokens per spliced paragraph after the first to
 the same one forward (its latency and answers: benchmarks/langchain_rag.py).
 
-and two more measurements. *two-pass* is the reuse path as it was before this change, kept here as
-the before/after in one run: `KVReuser.build` (a forward over the separators) and then `generate`
-over the question. The **floor**: one bare forward of the same live tokens (separators and
+and one more measurement, the **floor**: one bare forward of the same live tokens (separators and
 question) over the same spliced cache, timed alone (`KVReuser._forward_live` after `_gather`). The
 reuse path can never beat it; warm / floor says how much the rest (fetch, re-rotation, splicing,
 planning, decode set-up) adds. Also: where the reuse time goes at the largest k, load cost and bytes
@@ -50,7 +48,6 @@ from rag_ttft_page import CONDITIONS, page, plot  # noqa: E402  (the page's pros
 
 from egtlm_core import EgtLM  # noqa: E402
 from egtlm_core.cache import DiskTier, MemoryTier  # noqa: E402
-from egtlm_core.generation.chat import generation_config, stream_generate  # noqa: E402
 from egtlm_core.rag.engine import SharedCacheRAG  # noqa: E402
 from egtlm_core.rag.kv_reuse import ReuseStats  # noqa: E402
 
@@ -142,28 +139,13 @@ def floor_once(engine: SharedCacheRAG, m: EgtLM, question: str, docs: list[str])
     return time.perf_counter() - start
 
 
-def two_pass_once(engine: SharedCacheRAG, m: EgtLM, question: str, docs: list[str]) -> float:
-    """The previous reuse path: `build` (separators forward), then `generate` prefills the question."""
-    start = time.perf_counter()
-    plan = engine.plan(question, docs)
-    cache, _ = engine.reuser.build(plan)
-    config = generation_config(m.tokenizer, m.model, 1, 0.0, 1.0)
-    for _ in stream_generate(
-        m.model, m.tokenizer, plan.token_ids, config, prefix_cache=cache, copy_cache=False
-    ):
-        pass
-    return time.perf_counter() - start
-
-
 def measure(m: EgtLM, engines: dict[str, SharedCacheRAG], question: str, docs: list[str], args: Any) -> dict:
     paired: dict[int, list[tuple[float, float]]] = defaultdict(list)  # per warm call: wall, CPU ratio
 
     def once(cond: str, k: int) -> tuple[float, Any]:
-        engine = engines["warm" if cond in ("full", "floor", "two-pass") else cond]
+        engine = engines["warm" if cond in ("full", "floor") else cond]
         if cond == "floor":
             return floor_once(engine, m, question, docs[:k]), None
-        if cond == "two-pass":
-            return two_pass_once(engine, m, question, docs[:k]), None
         inner = LiveForwardClock(engine.reuser) if cond == "warm" else None
         start, cpu = time.perf_counter(), time.thread_time()
         r = engine.answer(
@@ -303,18 +285,16 @@ def table(res: dict[str, Any], ks: list[int]) -> str:
     w = res["wall_ms"]
     lines = [
         "| k | prompt tokens | live tokens | full prefill ms | warm ms | disk ms | int8 ms | floor ms "
-        "| two-pass ms | full/warm | full/disk | full/int8 | warm/floor | in-call wall | in-call CPU "
-        "| full/two-pass |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| full/warm | full/disk | full/int8 | warm/floor | in-call wall | in-call CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in ks:
-        f, r, fl, old = w[f"full@{k}"], w[f"warm@{k}"], w[f"floor@{k}"], w[f"two-pass@{k}"]
+        f, r, fl = w[f"full@{k}"], w[f"warm@{k}"], w[f"floor@{k}"]
         t, paired = res["tokens"][k], res["in_call_ratio"][str(k)]
         lines.append(
             f"| {k} | {t['prompt']} | {t['live']} | {f:.0f} | {r:.0f} | {w[f'disk@{k}']:.0f} "
-            f"| {w[f'int8@{k}']:.0f} | {fl:.0f} | {old:.0f} | **{f / r:.1f}×** | {f / w[f'disk@{k}']:.1f}× "
-            f"| {f / w[f'int8@{k}']:.1f}× | **{r / fl:.2f}** | {paired['wall']:.2f} | {paired['cpu']:.2f} "
-            f"| {f / old:.1f}× |"
+            f"| {w[f'int8@{k}']:.0f} | {fl:.0f} | **{f / r:.1f}×** | {f / w[f'disk@{k}']:.1f}× "
+            f"| {f / w[f'int8@{k}']:.1f}× | **{r / fl:.2f}** | {paired['wall']:.2f} | {paired['cpu']:.2f} |"
         )
     return "\n".join(lines)
 

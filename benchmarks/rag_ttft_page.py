@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-CONDITIONS = ("full", "warm", "disk", "int8", "floor", "two-pass")
+CONDITIONS = ("full", "warm", "disk", "int8", "floor")
 
 
 def plot(results: list[dict[str, Any]], ks: list[int], path: Path) -> None:
@@ -22,7 +22,6 @@ def plot(results: list[dict[str, Any]], ks: list[int], path: Path) -> None:
         "disk": "#2ca02c",
         "int8": "#ff7f0e",
         "floor": "#d62728",
-        "two-pass": "#9467bd",
     }
     labels = {
         "full": "full prefill",
@@ -30,13 +29,12 @@ def plot(results: list[dict[str, Any]], ks: list[int], path: Path) -> None:
         "disk": "reuse, disk",
         "int8": "reuse, int8 disk",
         "floor": "floor: one bare forward",
-        "two-pass": "reuse before (build + generate)",
     }
     width = 0.13
     for ax, res in zip(axes[0], results, strict=True):
         w = res["wall_ms"]
         for j, cond in enumerate(CONDITIONS):
-            xs = [i + (j - 2.5) * width for i in range(len(ks))]
+            xs = [i + (j - (len(CONDITIONS) - 1) / 2) * width for i in range(len(ks))]
             ys = [w[f"{cond}@{k}"] for k in ks]
             ax.bar(xs, ys, width, color=colors[cond], label=labels[cond])
             for x, y, k in zip(xs, ys, ks, strict=True):
@@ -101,10 +99,7 @@ def page(
         "the medians. Because the two are timed at different moments of a busy machine, the table "
         "also pairs each warm answer with its own live forward (*in-call*: the answer's time over "
         "that forward's, median per k; in wall time, and in this thread's CPU time, which the other "
-        "jobs' preemption does not inflate — the whole reuse path runs in the caller's thread). "
-        "*two-pass*: the reuse path "
-        "before this change (a forward over the separators in `build`, then `generate` over the "
-        "question), measured in the same run.",
+        "jobs' preemption does not inflate — the whole reuse path runs in the caller's thread).",
         "",
         f"Threads: {info['torch_threads']}. On this shared 2-core machine two OpenMP threads stall at "
         "every barrier when another job holds a core, so the runs use one.",

@@ -10,8 +10,9 @@ from .config import EgtLMConfig
 from .embedding.prompts import document_text, format_instruction
 from .generation.chat import ChatResult, ChatStream
 from .generation.constrained import JsonGrammar, json_grammar, tool_call_schema
+from .generation.tools import ToolCall
 from .loading.default_model import DEFAULT_MODEL_NAME, default_model_dir
-from .model import EgtLM
+from .model import EgtLM, GenerationOptions
 from .rag.document_cache import DocumentCache, HandedOut
 from .rag.engine import AnswerResult
 from .rag.index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
@@ -30,6 +31,7 @@ __all__ = [
     "DocumentIndex",
     "EgtLM",
     "EgtLMConfig",
+    "GenerationOptions",
     "HandedOut",
     "IndexedDocument",
     "JsonGrammar",
@@ -38,6 +40,7 @@ __all__ = [
     "RECOMPUTE_TOKENS",
     "ScoredDocument",
     "TieredStore",
+    "ToolCall",
     "check_k",
     "default_model_dir",
     "display_name",

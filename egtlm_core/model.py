@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -34,6 +35,8 @@ from .generation.chat import (
     generation_config,
     stream_generate,
 )
+from .generation.constraints import OutputConstraint, check_tools, response_schema
+from .generation.tools import plan_tools
 from .loading.devices import resolve_device, resolve_dtype
 from .loading.registry import LoadedModel, get_model
 from .loading.sources import ModelSource, resolve_source, saved_settings
@@ -48,12 +51,18 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ChatOptions:
-    """What `EgtLM.chat` and `stream_chat` take besides the messages.
+class GenerationOptions:
+    """Everything `EgtLM.chat` and `stream_chat` take besides the messages, checked once here.
 
-    `chat_template_kwargs` go to the tokenizer's chat template (e.g. {"tools": [...]}); `cancel` is
-    a `threading.Event` that, once set from any thread, ends the generation before its next token
-    (finish_reason "cancelled").
+    Build one and pass it (`m.chat(messages, options)`, keyword arguments override its fields), or
+    pass the fields as keyword arguments. `chat_template_kwargs` go to the tokenizer's chat template;
+    `cancel` is a `threading.Event` that, once set from any thread, ends the generation before its
+    next token (finish_reason "cancelled"); `tools`, `tool_choice` and `response_format` are
+    described in `EgtLM.chat`. A new option is one field here, read where it is used.
+
+    Example:
+        >>> opts = GenerationOptions(max_new_tokens=64, stop=["\n\n"])
+        >>> m.chat("Name a colour.", opts).text
     """
 
     max_new_tokens: int = 256
@@ -65,16 +74,39 @@ class ChatOptions:
     logits_processor: Any = None
     chat_template_kwargs: Mapping[str, Any] | None = None
     cancel: threading.Event | None = None
+    tools: Sequence[Mapping[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        n = self.max_new_tokens
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {n!r}.")
+        numbers = (self.temperature, self.top_p)
+        if any(not isinstance(x, (int, float)) or isinstance(x, bool) for x in numbers) or not (
+            self.temperature >= 0 and 0 < self.top_p <= 1
+        ):
+            raise ValueError(
+                f"Need temperature ≥ 0 and 0 < top_p ≤ 1, got {self.temperature!r} and {self.top_p!r}."
+            )
+        if isinstance(self.stop, str):  # one stop string, not its characters
+            object.__setattr__(self, "stop", (self.stop,))
         check_recompute_tokens(self.recompute_tokens)
         object.__setattr__(self, "chat_template_kwargs", check_template_kwargs(self.chat_template_kwargs))
+        object.__setattr__(self, "tools", check_tools(self.tools))
+        plan_tools(self.tools or (), self.tool_choice)  # a bad tool_choice fails here, with the valid ones
+        response_schema(self.response_format)
         if self.cancel is not None and not hasattr(self.cancel, "is_set"):
             raise TypeError(f"cancel must be a threading.Event, got {type(self.cancel).__name__}.")
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> ChatOptions:
-        """Options by name; unknown names are refused with the valid ones (no silent pass-through)."""
+    def from_options(
+        cls, options: Mapping[str, Any], base: GenerationOptions | None = None
+    ) -> GenerationOptions:
+        """Options by name (over `base`'s, if given); unknown names are refused with the valid ones
+        (no silent pass-through)."""
+        if base is not None and not isinstance(base, GenerationOptions):
+            raise TypeError(f"options must be a GenerationOptions, got {type(base).__name__}.")
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(options) - set(names))
         if unknown:
@@ -84,7 +116,7 @@ class ChatOptions:
                 f"Unknown chat option(s) {unknown}{meant}; the options are {names}. "
                 "Chat-template arguments go in chat_template_kwargs={...}."
             )
-        return cls(**options)
+        return cls(**options) if base is None else dataclasses.replace(base, **options)
 
 
 # Padded tokens per embedding forward on CPU: long texts run faster in small batches there
@@ -471,51 +503,49 @@ class EgtLM:
             )
         return self._loaded.model
 
-    def chat(
-        self,
-        messages: Any,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] | None = None,
-        reuse_cache: bool = False,
-        recompute_tokens: int = RECOMPUTE_TOKENS,
-        logits_processor: Any = None,
-        chat_template_kwargs: Mapping[str, Any] | None = None,
-        cancel: threading.Event | None = None,
-        **unknown: Any,
-    ) -> ChatResult:
+    def chat(self, messages: Any, options: GenerationOptions | None = None, **kwargs: Any) -> ChatResult:
         """Answer a conversation; greedy by default. Stop strings end the answer and are not returned.
 
+        The options (a `GenerationOptions`, and/or its fields as keyword arguments, which win):
+        max_new_tokens=256, temperature=0.0, top_p=1.0, stop, reuse_cache=False, recompute_tokens,
+        logits_processor, chat_template_kwargs, cancel, tools, tool_choice, response_format.
         With `reuse_cache=True`, indexed or retrieved documents found in the prompt are spliced from
         the KV store instead of prefilled (the result then also reports what was reused);
         `recompute_tokens=n` recomputes the first n tokens of each spliced document, so they see the
         documents before them. `logits_processor` constrains decoding (e.g. a grammar);
-        `chat_template_kwargs` go to the chat template (e.g. `{"tools": [...]}`); setting `cancel`
-        (a `threading.Event`) stops the generation within one token. Unknown options are refused.
+        `chat_template_kwargs` go to the chat template; setting `cancel` (a `threading.Event`) stops
+        the generation within one token. Unknown options are refused.
         Generations queue for a process-wide slot (`set_generation_limit`); `result.queue_s` says
         how long this one waited.
 
+        Tools and structured output (grammar-constrained with xgrammar, so even a small model's
+        calls and objects validate):
+
+        - `tools`: OpenAI-format tools ({"type": "function", "function": {"name", "description",
+          "parameters"}}) described in the system prompt; `tool_choice` "auto"/None (the model may
+          answer with a call), "none", "required"/"any"/True (some tool, grammar-forced), a tool
+          name or {"type": "function", "function": {"name": ...}}. The calls land on
+          `result.tool_calls` (`ToolCall`s: id, name, arguments dict); a forced call cut short by
+          `max_new_tokens` leaves `result.tool_call_error`.
+        - `response_format`: {"type": "json_object"} or {"type": "json_schema", "json_schema":
+          {"name": ..., "schema": {...}}} (OpenAI's shapes); the answer follows the schema and is
+          parsed onto `result.parsed`. Bound tools take precedence over it.
+
+        Under a grammar `stop` strings are not applied (one inside the JSON would cut it).
+
         Example:
             >>> m.chat("What is the capital of France?", max_new_tokens=16).text
+            >>> weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+            ...     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+            >>> m.chat("Weather in Paris?", tools=[weather], tool_choice="required").tool_calls[0].arguments
+            {'city': 'Paris'}
         """
-        options = ChatOptions.from_options(
-            dict(
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                stop=stop,
-                reuse_cache=reuse_cache,
-                recompute_tokens=recompute_tokens,
-                logits_processor=logits_processor,
-                chat_template_kwargs=chat_template_kwargs,
-                cancel=cancel,
-                **unknown,
-            )
-        )
+        options = GenerationOptions.from_options(kwargs, base=options)
         return self._chat(messages, options, stream=False)
 
-    def stream_chat(self, messages: Any, **options: Any) -> ChatStream:
+    def stream_chat(
+        self, messages: Any, options: GenerationOptions | None = None, **kwargs: Any
+    ) -> ChatStream:
         """`chat` with the same options, yielding text pieces as they are generated.
 
         Inputs are checked at the call; the iterator's `.result` holds the token counts and timings
@@ -526,34 +556,57 @@ class EgtLM:
             >>> with m.stream_chat("Tell me a story", max_new_tokens=200) as stream:
             ...     first = next(stream)  # leaving the block stops generating
         """
-        return self._chat(messages, ChatOptions.from_options(options), stream=True)
+        return self._chat(messages, GenerationOptions.from_options(kwargs, base=options), stream=True)
 
-    def _chat(self, messages: Any, options: ChatOptions, stream: bool) -> Any:
+    def _chat(self, messages: Any, options: GenerationOptions, stream: bool) -> Any:
         model = self._generator()
-        checked = check_messages(messages)
+        constraint = OutputConstraint.resolve(
+            self.tokenizer, model, options.tools or (), options.tool_choice, options.response_format
+        )
+        checked = constraint.prompt(check_messages(messages))
+        cancel = options.cancel or (threading.Event() if stream else None)  # a stream can be cancel()ed
+        result, pieces = self._generate(checked, options, constraint, cancel, stream)
+        if pieces is None:
+            constraint.finish(result)
+            return result
+        if constraint.active:
+            pieces = constraint.hold(pieces, result)
+        return pieces if isinstance(pieces, ChatStream) else ChatStream(pieces, result, cancel)
+
+    def _generate(
+        self,
+        messages: list[dict[str, Any]],
+        options: GenerationOptions,
+        constraint: OutputConstraint,
+        cancel: threading.Event | None,
+        stream: bool,
+    ) -> tuple[ChatResult, Iterator[str] | None]:
+        """(result, None) run to the end, or (result to be filled, text pieces) when streaming."""
+        model = self._generator()
         config = generation_config(
             self.tokenizer, model, options.max_new_tokens, options.temperature, options.top_p
         )
-        common = {"stop": options.stop or (), "logits_processor": options.logits_processor}
+        common = {
+            "stop": constraint.stop(options.stop),
+            "logits_processor": constraint.processors(options.logits_processor, options.max_new_tokens),
+            "cancel": cancel,
+        }
         if options.reuse_cache:
-            return self._rag.chat(
-                checked,
+            template_kwargs = options.chat_template_kwargs or {}
+            answer = self._rag.chat(
+                messages,
                 config,
                 recompute_tokens=options.recompute_tokens,
                 stream=stream,
-                cancel=options.cancel,
                 **common,
-                **(options.chat_template_kwargs or {}),
+                **template_kwargs,
             )
-        prompt = chat_input_ids(self.tokenizer, checked, options.chat_template_kwargs)
+            return (answer.result, answer) if stream else (answer, None)
+        prompt = chat_input_ids(self.tokenizer, messages, options.chat_template_kwargs)
         if not stream:
-            return generate_text(model, self.tokenizer, prompt, config, cancel=options.cancel, **common)
-        cancel = options.cancel or threading.Event()  # a stream can always be cancel()ed
+            return generate_text(model, self.tokenizer, prompt, config, **common), None
         result = ChatResult("", 0, 0, "stop")
-        pieces = stream_generate(
-            model, self.tokenizer, prompt, config, result=result, cancel=cancel, **common
-        )
-        return ChatStream(pieces, result, cancel)
+        return result, stream_generate(model, self.tokenizer, prompt, config, result=result, **common)
 
     def _max_batch_tokens(self) -> int | None:
         if self.config.max_batch_tokens is not None:

@@ -2,8 +2,8 @@
 
 `generate` does the decoding; this module adds what a chat API needs around it: message checks,
 stop strings that end generation and are cut from the text (also while streaming), token counts and
-time to first token. A `prefix_cache` lets the shared-cache RAG path hand in precomputed KV states;
-it is copied first because `generate` mutates the cache it is given.
+time to first token. The shared-cache RAG path hands in a `prefill` that returns the prompt's
+states and next-token logits; decoding then goes on without `generate` (`decode.py`).
 
 Every generation queues for the process-wide slot (`limit.py`, one at a time on CPU by default) and
 can be stopped within one token: by setting its `cancel` event from any thread, or by closing its
@@ -24,10 +24,11 @@ from typing import Any
 import torch
 from transformers import DynamicCache, GenerationConfig
 
-from .streaming import StopFilter, _as_list, _in_slot, _stream
+from .decode import decode_stream
+from .streaming import as_list, generate_stream, in_slot
+from .tools import ToolCall
 
-# StopFilter and _as_list live in streaming.py; re-exported for callers that imported them from here.
-__all__ = ["ChatResult", "ChatStream", "StopFilter", "_as_list", "generate_text", "stream_generate"]
+__all__ = ["ChatResult", "ChatStream", "generate_text", "stream_generate"]
 
 ROLES = ("system", "user", "assistant", "tool")
 MIN_SAMPLING_TEMPERATURE = 1e-4  # below it, decoding is greedy (the limit of sampling as T -> 0)
@@ -46,6 +47,12 @@ class ChatResult:
     total_s: float = 0.0
     queue_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    # With tools bound: the calls the answer made (its `text` is then the call's JSON), and why a
+    # forced call is missing (cut short by max_new_tokens or a cancel). With a JSON response_format:
+    # the parsed answer (None if it did not parse).
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_error: str | None = None
+    parsed: Any = None
 
     @property
     def total_tokens(self) -> int:
@@ -116,7 +123,7 @@ def generation_config(
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"Need temperature ≥ 0 and 0 < top_p ≤ 1, got {temperature!r} and {top_p!r}.")
-    eos = {tokenizer.eos_token_id, *(_as_list(model.generation_config.eos_token_id))} - {None}
+    eos = {tokenizer.eos_token_id, *(as_list(model.generation_config.eos_token_id))} - {None}
     # Sampling at a temperature this close to 0 is greedy decoding, and scores / 1e-300 overflow to
     # inf, which makes the sampler fail on NaN probabilities (the server's schema fuzz found it).
     sample = temperature >= MIN_SAMPLING_TEMPERATURE
@@ -206,48 +213,35 @@ def stream_generate(
     tokenizer: Any,
     prompt_ids: Sequence[int],
     config: GenerationConfig,
+    *,
     stop: Sequence[str] = (),
-    prefix_cache: DynamicCache | None = None,
-    copy_cache: bool = True,
     logits_processor: Any = None,
     result: ChatResult | None = None,
-    *,
-    prefilled_logits: torch.Tensor | None = None,
-    started: float | None = None,
     cancel: threading.Event | None = None,
     prefill: Callable[[], tuple[DynamicCache, torch.Tensor]] | None = None,
 ) -> Iterator[str]:
     """Text pieces as they are generated; `result` (if given) is filled when they are exhausted.
 
     The prompt is checked against the model's context here, at the call, not at the first piece.
-    With `prefilled_logits` (the shared-cache path: `prefix_cache` already holds the whole prompt
-    and these are the next-token logits) decoding starts from them in `decode.decode_stream`, with
-    no `generate` call and no copy of the cache; `result.ttft_s` then counts from `started`.
-    `prefill` does the same with states and logits it computes inside the generation slot (so the
-    shared-cache path's prefill forward queues behind other generations too).
-    Setting `cancel` (any thread) ends the generation before its next token; so does closing the
-    returned iterator. Either way the generation's slot (`limit.py`) is given back.
+    By default `generate` prefills the prompt and decodes (`streaming.py`). With `prefill` (the
+    shared-cache path) that function, called inside the generation slot, returns the cache holding
+    the whole prompt and the next-token logits, and decoding goes on from them in
+    `decode.decode_stream`, with no `generate` call. Setting `cancel` (any thread) ends the
+    generation before its next token; so does closing the returned iterator. Either way the
+    generation's slot (`limit.py`) is given back.
     """
     config = fit_to_context(model, len(prompt_ids), config)
     result = result if result is not None else ChatResult("", 0, 0, "stop")
     for processor in logits_processor or ():
         if hasattr(processor, "limit_budget"):  # processors that plan around the budget (JSON grammar)
             processor.limit_budget(config.max_new_tokens)
-    if prefilled_logits is not None or prefill is not None:
-        from .decode import decode_stream  # decode imports this module's StopFilter
+    if prefill is None:
+        return generate_stream(model, tokenizer, prompt_ids, config, stop, logits_processor, result, cancel)
 
-        if prefill is None:
-            if prefix_cache is None or prefilled_logits is None:
-                raise ValueError("prefilled_logits needs the prompt's states in prefix_cache.")
-            states = (prefix_cache, prefilled_logits)
-            prefill = lambda: states  # noqa: E731
-        pieces = decode_stream(
-            model, tokenizer, prompt_ids, prefill, config, stop, logits_processor, result, started, cancel
-        )
-        return _in_slot(pieces, model.device.type, cancel, result)
-    return _stream(
-        model, tokenizer, prompt_ids, config, stop, prefix_cache, copy_cache, logits_processor, result, cancel
+    pieces = decode_stream(
+        model, tokenizer, prompt_ids, prefill, config, stop, logits_processor, result, cancel
     )
+    return in_slot(pieces, model.device.type, cancel, result)
 
 
 def generate_text(

@@ -22,7 +22,7 @@ import torch
 from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, TextIteratorStreamer
 
 from ..modeling.compat import cache_kwarg
-from .streaming import StopFilter, _as_list
+from .streaming import StopFilter, as_list
 
 
 def prepare_decoding(
@@ -100,7 +100,7 @@ def decode_tokens(
     """Token ids chosen after a prompt whose states are all in `cache` (`config` and `processors`
     from `prepare_decoding`), up to `max_new_tokens` or an EOS (yielded). The next forward runs
     only when the next token is asked for, so a consumer that stops early computes nothing more."""
-    eos = set(_as_list(config.eos_token_id))
+    eos = set(as_list(config.eos_token_id))
     sequence = torch.tensor([list(prompt_ids)], dtype=torch.long, device=model.device)
     scores = logits.reshape(1, -1).to(dtype=torch.float32, copy=True)
     for step in range(int(config.max_new_tokens)):
@@ -122,20 +122,19 @@ def decode_stream(
     stop: Sequence[str] = (),
     logits_processor: Any = None,
     result: Any = None,
-    started: float | None = None,
     cancel: Any = None,
 ) -> Iterator[str]:
     """Text pieces of the answer to a prompt; `prefill()`, called at the first piece, gives the
     cache holding all of the prompt's states (decoding grows it) and the next-token logits after it
     ([vocab] or [1, vocab]). Stop strings end
     decoding at the token that completes one and are cut from the text. `result` (a `ChatResult`),
-    if given, is filled when the pieces are exhausted; its `ttft_s` counts from `started` (default:
-    now). A set `cancel` event (any thread) ends decoding before the next token's forward.
+    if given, is filled when the pieces are exhausted; its `ttft_s` counts from the call to
+    `prefill`. A set `cancel` event (any thread) ends decoding before the next token's forward.
     """
-    started = time.perf_counter() if started is None else started
+    started = time.perf_counter()
     cache, logits = prefill()
     merged, processors = prepare_decoding(model, config, logits_processor, len(prompt_ids))
-    eos = set(_as_list(merged.eos_token_id))
+    eos = set(as_list(merged.eos_token_id))
     text, stop_filter, stops = _Text(tokenizer), StopFilter(stop), [s for s in stop if s]
     generated: list[int] = []
     pieces: list[str] = []

@@ -24,14 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import (
-    DynamicCache,
     GenerationConfig,
     StoppingCriteria,
     StoppingCriteriaList,
     TextIteratorStreamer,
 )
 
-from ..modeling.compat import cache_kwarg
 from .limit import GenerationCancelled, generation_limit
 
 if TYPE_CHECKING:
@@ -41,7 +39,7 @@ STREAM_BUFFER = 16  # streamer items (about one per generated token) a generatio
 _POLL_S = 0.02  # how often a paused generation looks at its cancel event and the slot queue
 
 
-def _as_list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
@@ -164,8 +162,6 @@ def _generate_kwargs(
     ids: torch.Tensor,
     config: GenerationConfig,
     stop: list[str],
-    prefix_cache: DynamicCache | None,
-    copy_cache: bool,
     logits_processor: Any,
 ) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
@@ -177,9 +173,6 @@ def _generate_kwargs(
         kwargs["generation_config"] = copy.copy(config)
         kwargs["generation_config"].stop_strings = stop
         kwargs["tokenizer"] = tokenizer
-    if prefix_cache is not None:
-        # generate mutates the cache it is given: hand it a copy unless the caller built it for this call.
-        kwargs[cache_kwarg(model.forward)] = copy.deepcopy(prefix_cache) if copy_cache else prefix_cache
     if logits_processor is not None:
         kwargs["logits_processor"] = logits_processor
     return kwargs
@@ -241,21 +234,21 @@ class _Generation:
         return sequences[0, prompt_length:] if sequences is not None else torch.zeros(0, dtype=torch.long)
 
 
-def _stream(
+def generate_stream(
     model: Any,
     tokenizer: Any,
     prompt_ids: Sequence[int],
     config: GenerationConfig,
     stop: Sequence[str],
-    prefix_cache: DynamicCache | None,
-    copy_cache: bool,
     logits_processor: Any,
     result: ChatResult,
     cancel: threading.Event | None = None,
 ) -> Iterator[str]:
+    """Text pieces of `generate` over the prompt, run in a worker thread holding a generation slot;
+    `result` is filled when they are exhausted or closed."""
     stop = list(stop or ())
     ids = torch.tensor([list(prompt_ids)], device=model.device)
-    kwargs = _generate_kwargs(model, tokenizer, ids, config, stop, prefix_cache, copy_cache, logits_processor)
+    kwargs = _generate_kwargs(model, tokenizer, ids, config, stop, logits_processor)
     job = _Generation(model, tokenizer, kwargs, cancel)
     streamer = job.streamer
     try:
@@ -289,7 +282,7 @@ def _stream(
 
 
 def _finish_reason(new: torch.Tensor, config: GenerationConfig, stop_filter: StopFilter, cancel: Any) -> str:
-    if (len(new) > 0 and int(new[-1]) in _as_list(config.eos_token_id)) or stop_filter.stopped:
+    if (len(new) > 0 and int(new[-1]) in as_list(config.eos_token_id)) or stop_filter.stopped:
         return "stop"
     if config.max_new_tokens is not None and len(new) >= config.max_new_tokens:
         return "length"
@@ -313,7 +306,7 @@ def _fill(
     result.total_s = time.perf_counter() - start
 
 
-def _in_slot(
+def in_slot(
     pieces: Iterator[str], device_type: str, cancel: threading.Event | None, result: ChatResult | None
 ) -> Iterator[str]:
     """Pieces decoded in the consumer's thread (`decode.decode_stream`, which ends at a set

@@ -33,8 +33,8 @@ _TAGS = re.compile(r"^<tool_call>\s*(.*?)\s*</tool_call>$", re.DOTALL)
 class ToolPlan:
     """What a call with bound tools does: which tools are described and which one(s) are forced."""
 
-    tools: tuple[dict[str, Any], ...]  # OpenAI-format tools described to the model
-    forced: tuple[dict[str, Any], ...]  # tools the grammar allows; empty = not forced ("auto")
+    tools: tuple[Mapping[str, Any], ...]  # OpenAI-format tools described to the model
+    forced: tuple[Mapping[str, Any], ...]  # tools the grammar allows; empty = not forced ("auto")
 
     @property
     def names(self) -> set[str]:
@@ -50,7 +50,7 @@ class ToolCall:
     id: str
 
 
-def plan_tools(tools: Sequence[dict[str, Any]], tool_choice: Any) -> ToolPlan | None:
+def plan_tools(tools: Sequence[Mapping[str, Any]], tool_choice: Any) -> ToolPlan | None:
     """Resolve `tool_choice` against OpenAI-format tools (None when no tool is in play)."""
     tools = tuple(tools or ())
     if not tools or tool_choice in ("none", False):

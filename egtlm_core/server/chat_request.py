@@ -1,8 +1,8 @@
 """An OpenAI chat request -> the messages and options of one `EgtLM.chat` call.
 
-Everything model-specific is the core's: tools are described and forced the way `ChatEgtLM` does it
-(`generation.tools`, `constrained.tool_call_schema`), `response_format` compiles to the same JSON
-grammar, tool calls and results in the history are written in words. Chat always runs with
+Everything model-specific is the core's: `EgtLM.chat` takes the request's tools, tool_choice and
+response_format as they are (prompt, grammar, stop rule, parsed calls), and tool calls and results in
+the history are written in words (`generation.tools`). Chat always runs with
 `reuse_cache=True`: documents this server indexed or handed out (`/v1/retrieve`) that appear in the
 prompt are spliced from the shared cache, exactly as `ChatEgtLM` splices them.
 """
@@ -14,16 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..generation.constrained import JsonGrammar, json_grammar, tool_call_schema
-from ..generation.tools import (
-    ToolPlan,
-    plan_tools,
-    render_tool_call,
-    tool_result_line,
-    tool_results_turn,
-    with_tools_prompt,
-)
-from ..model import EgtLM
+from ..generation.tools import render_tool_call, tool_result_line, tool_results_turn
 from .errors import APIError
 from .schemas import ChatRequest, Message, NamedToolChoice
 from .settings import ServerSettings
@@ -31,19 +22,14 @@ from .settings import ServerSettings
 
 @dataclass
 class ChatCall:
-    """One chat completion, resolved: rendered messages, decoding options, grammar, tool plan."""
+    """One chat completion, resolved: rendered messages and the options of `EgtLM.chat`."""
 
     messages: list[dict[str, str]]
     options: dict[str, Any]
-    grammar: JsonGrammar | None
-    tools: ToolPlan | None
 
     def kwargs(self, cancel: threading.Event | None) -> dict[str, Any]:
-        """Keyword arguments for `EgtLM.chat` / `stream_chat` (a fresh grammar processor each call)."""
-        processors = None
-        if self.grammar is not None:
-            processors = [self.grammar.processor(max_new_tokens=self.options["max_new_tokens"])]
-        return {**self.options, "logits_processor": processors, "cancel": cancel}
+        """Keyword arguments for `EgtLM.chat` / `stream_chat`."""
+        return {**self.options, "cancel": cancel}
 
 
 def text_of(message: Message, i: int) -> str:
@@ -128,49 +114,35 @@ def _check_unsupported(body: ChatRequest) -> None:
         raise APIError(400, "logit_bias is not supported by this server.", param="logit_bias")
 
 
-def _grammar(lm: EgtLM, body: ChatRequest, plan: ToolPlan | None) -> JsonGrammar | None:
-    if plan is not None:
-        return (
-            json_grammar(lm.tokenizer, tool_call_schema(plan.forced), model=lm.model) if plan.forced else None
-        )
+def _response_format(body: ChatRequest) -> dict[str, Any] | None:
     fmt = body.response_format
-    if fmt is None or fmt.type == "text":
+    if fmt is None:
         return None
-    if fmt.type == "json_schema":
-        if fmt.json_schema is None:
-            raise APIError(
-                400, "response_format json_schema needs a json_schema object.", param="response_format"
-            )
-        return json_grammar(lm.tokenizer, fmt.json_schema.schema_, model=lm.model)
-    return json_grammar(lm.tokenizer, None, model=lm.model)  # json_object: any JSON object
+    if fmt.type == "json_schema" and fmt.json_schema is None:
+        raise APIError(
+            400, "response_format json_schema needs a json_schema object.", param="response_format"
+        )
+    return fmt.model_dump(by_alias=True, exclude_none=True)
 
 
-def build_chat_call(lm: EgtLM, body: ChatRequest, settings: ServerSettings) -> ChatCall:
-    """Resolve a request; every problem is a 400 naming the parameter."""
+def build_chat_call(body: ChatRequest, settings: ServerSettings) -> ChatCall:
+    """Resolve a request; every problem is a 400 naming the parameter (the core's own checks of
+    tools and budgets are 400s too, raised at the call)."""
     _check_unsupported(body)
-    messages = to_chat_messages(body.messages)
     tools = [t.model_dump(exclude_none=True) for t in body.tools or ()]
     choice: Any = body.tool_choice
     if isinstance(choice, NamedToolChoice):
         choice = choice.model_dump()
     if choice is not None and choice != "none" and not tools:
         raise APIError(400, "tool_choice is set but no tools were given.", param="tool_choice")
-    try:
-        plan = plan_tools(tools, choice)
-    except ValueError as err:
-        raise APIError(400, str(err), param="tool_choice") from err
-    if plan is not None:
-        messages = with_tools_prompt(messages, plan)
-    grammar = _grammar(lm, body, plan)
-    max_new_tokens = _max_tokens(body, settings)
-    if grammar is not None:
-        grammar.check_budget(max_new_tokens)  # a ValueError: 400 with the tokens the schema needs
     options = {
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": _max_tokens(body, settings),
         "temperature": 0.0 if body.temperature is None else body.temperature,
         "top_p": 1.0 if body.top_p is None else body.top_p,
-        # A stop string inside constrained JSON would cut it; the grammar ends the output there.
-        "stop": None if grammar is not None else _stop(body),
+        "stop": _stop(body),
+        "tools": tools or None,
+        "tool_choice": choice,
+        "response_format": _response_format(body),
         "reuse_cache": True,
     }
-    return ChatCall(messages, options, grammar, plan)
+    return ChatCall(to_chat_messages(body.messages), options)

@@ -13,8 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from ..generation.tools import ToolCall, looks_like_call, parse_calls
-from .chat_request import ChatCall
+from ..generation.tools import ToolCall
 
 
 def completion_id() -> str:
@@ -57,12 +56,8 @@ def openai_tool_calls(calls: list[ToolCall], with_index: bool = False) -> list[d
     return out
 
 
-def parsed_calls(call: ChatCall, text: str) -> list[ToolCall] | None:
-    return parse_calls(text, call.tools.names) if call.tools is not None and text else None
-
-
-def completion(call: ChatCall, result: Any, model: str, cid: str, created: int) -> dict[str, Any]:
-    calls = parsed_calls(call, result.text)
+def completion(result: Any, model: str, cid: str, created: int) -> dict[str, Any]:
+    calls = result.tool_calls
     message: dict[str, Any] = {"role": "assistant", "content": None if calls else result.text}
     if calls:
         message["tool_calls"] = openai_tool_calls(calls)
@@ -97,45 +92,16 @@ def chunk(
     }
 
 
-def stream_pieces(call: ChatCall, pieces: Iterator[str]) -> Iterator[tuple[str, Any]]:
-    """("text", piece) as generated, then ("calls", [ToolCall]) or ("text", held) for held-back text.
-
-    With tools bound, text that may be a tool call (starts like JSON) is held back until it can be
-    parsed; a forced call is held whole (what `ChatEgtLM` streams too).
-    """
-    forced = call.tools is not None and bool(call.tools.forced)
-    undecided = call.tools is not None and not forced
-    hold, held = forced, ""
-    for piece in pieces:
-        if hold or undecided:
-            held += piece
-            if undecided and held.strip():
-                undecided, hold = False, looks_like_call(held)
-                if not hold:
-                    yield "text", held
-                    held = ""
-            continue
-        yield "text", piece
-    calls = parsed_calls(call, held)
-    if calls:
-        yield "calls", calls
-    elif held:
-        yield "text", held
-
-
-def stream_chunks(
-    call: ChatCall, events: Iterator[tuple[str, Any]], result: Any, model: str, cid: str, created: int
-) -> Iterator[dict[str, Any]]:
-    """The chunk dicts of a streamed completion, role first and the finish reason last."""
+def stream_chunks(stream: Any, model: str, cid: str, created: int) -> Iterator[dict[str, Any]]:
+    """The chunk dicts of a streamed completion (an `EgtLM.stream_chat`), role first and the finish
+    reason last; the core holds a possible tool call back, so its calls come after the text."""
     yield chunk(cid, created, model, {"role": "assistant", "content": ""})
-    called = False
-    for kind, value in events:
-        if kind == "text":
-            yield chunk(cid, created, model, {"content": value})
-        else:
-            called = True
-            yield chunk(cid, created, model, {"tool_calls": openai_tool_calls(value, with_index=True)})
-    yield chunk(cid, created, model, {}, "tool_calls" if called else _finish(result.finish_reason))
+    for piece in stream:
+        yield chunk(cid, created, model, {"content": piece})
+    calls = stream.result.tool_calls
+    if calls:
+        yield chunk(cid, created, model, {"tool_calls": openai_tool_calls(calls, with_index=True)})
+    yield chunk(cid, created, model, {}, "tool_calls" if calls else _finish(stream.result.finish_reason))
 
 
 def created_now() -> int:

@@ -6,31 +6,23 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from egtlm_core import EgtLM, JsonGrammar
-
-from ._tool_calling import ToolPlan
+from egtlm_core import EgtLM
 
 
 @dataclass
 class Request:
-    """One generation, resolved: the model, the rendered messages and the decoding options."""
+    """One generation, resolved: the model, the rendered messages and the options of `EgtLM.chat`
+    (tools, tool_choice and response_format included: the core builds the grammar and parses)."""
 
     lm: EgtLM
     model_name: str
     messages: list[dict[str, str]]
     options: dict[str, Any]
-    grammar: JsonGrammar | None
-    tools: ToolPlan | None
-
-    def processors(self) -> list[Any] | None:
-        if self.grammar is None:
-            return None
-        return [self.grammar.processor(max_new_tokens=self.options["max_new_tokens"])]
 
     def chat_kwargs(self, cancel: threading.Event | None = None) -> dict[str, Any]:
-        """Keyword arguments for `EgtLM.chat` / `stream_chat` (a fresh grammar processor each time);
-        setting `cancel` stops the generation within one token."""
-        return {**self.options, "logits_processor": self.processors(), "cancel": cancel}
+        """Keyword arguments for `EgtLM.chat` / `stream_chat`; setting `cancel` stops the generation
+        within one token."""
+        return {**self.options, "cancel": cancel}
 
 
 def metadata(req: Request, result: Any, has_calls: bool) -> tuple[dict[str, Any], dict[str, Any]]:

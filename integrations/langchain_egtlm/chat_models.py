@@ -23,27 +23,13 @@ try:
 except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from err
 
-from egtlm_core import (
-    RECOMPUTE_TOKENS,
-    EgtLM,
-    LazyLM,
-    display_name,
-    json_grammar,
-    shared_lm,
-    tool_call_schema,
-)
+from egtlm_core import RECOMPUTE_TOKENS, EgtLM, LazyLM, display_name, shared_lm
+from egtlm_core.generation import new_call_id, plan_tools
 
 from ._async import iterate_in_thread, run_in_thread
 from ._messages import to_chat_messages
 from ._request import Request, metadata
 from ._structured import structured_runnable
-from ._tool_calling import (
-    looks_like_call,
-    new_call_id,
-    parse_tool_calls,
-    plan_tools,
-    with_tools_prompt,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -184,41 +170,34 @@ class ChatEgtLM(BaseChatModel):
             )
         model = kwargs.get("model")
         lm = self.client if model is None else shared_lm(model, model_kwargs=self.model_kwargs)
-        chat = to_chat_messages(messages)
-        plan = plan_tools(tools or (), tool_choice)
-        grammar = None
-        if plan is not None:
-            chat = with_tools_prompt(chat, plan)
-            if plan.forced:
-                grammar = json_grammar(lm.tokenizer, tool_call_schema(plan.forced), model=lm.model)
-        elif response_format is not None:
-            grammar = json_grammar(lm.tokenizer, response_format.get("schema"), model=lm.model)
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         options = {
             "max_new_tokens": DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
             "temperature": kwargs.get("temperature", self.temperature),
             "top_p": kwargs.get("top_p", self.top_p),
-            # A stop string inside constrained JSON would cut it; the grammar ends the output there.
-            "stop": None if grammar is not None else (stop if stop is not None else self.stop),
+            "stop": stop if stop is not None else self.stop,
             "reuse_cache": kwargs.get("reuse_cache", self.reuse_cache),
             "recompute_tokens": kwargs.get("recompute_tokens", self.recompute_tokens),
+            "tools": tools or None,
+            "tool_choice": tool_choice,
+            # with_structured_output binds {"type": method, "schema": ...}: the schema's JSON, or any object
+            "response_format": None
+            if response_format is None
+            else {"type": "json_object", "schema": response_format.get("schema")},
         }
         name = display_name(model if model is not None else self.model)
-        return Request(lm, name, chat, options, grammar, plan)
+        return Request(lm, name, to_chat_messages(messages), options)
 
-    def _tool_calls(self, req: Request, text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(tool calls, invalid tool calls) in the answer text."""
-        if req.tools is None:
-            return [], []
-        calls = parse_tool_calls(text, req.tools.names)
-        if calls:
+    @staticmethod
+    def _tool_calls(result: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(tool calls, invalid tool calls) of a finished generation, in LangChain's shapes."""
+        calls = [
+            {"name": c.name, "args": c.arguments, "id": c.id, "type": "tool_call"} for c in result.tool_calls
+        ]
+        if result.tool_call_error is None:
             return calls, []
-        if req.tools.forced:  # the grammar guarantees a call unless the token budget ran out
-            error = "The forced tool call did not complete within max_tokens."
-            return [], [
-                {"name": None, "args": text, "id": new_call_id(), "error": error, "type": "invalid_tool_call"}
-            ]
-        return [], []
+        invalid = {"name": None, "args": result.text, "id": new_call_id(), "error": result.tool_call_error}
+        return calls, [{**invalid, "type": "invalid_tool_call"}]
 
     def _generate_message(
         self,
@@ -229,7 +208,7 @@ class ChatEgtLM(BaseChatModel):
     ) -> AIMessage:
         req = self._request(messages, stop, kwargs)
         result = req.lm.chat(req.messages, **req.chat_kwargs(cancel))
-        calls, invalid = self._tool_calls(req, result.text)
+        calls, invalid = self._tool_calls(result)
         usage, response = metadata(req, result, bool(calls))
         return AIMessage(
             content="" if calls else result.text,
@@ -266,11 +245,8 @@ class ChatEgtLM(BaseChatModel):
     def _chunks(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict, cancelled: threading.Event
     ) -> Iterator[ChatGenerationChunk]:
-        """Text chunks as generated, then one last chunk with usage, metadata and any tool calls.
-
-        Text that may be a tool call (bound tools, starts like JSON) is held back until it can be
-        parsed; a forced call is emitted whole at the end.
-        """
+        """Text chunks as generated, then one last chunk with usage, metadata and any tool calls
+        (`EgtLM.stream_chat` holds back text that may be a call; a call comes whole at the end)."""
         req = self._request(messages, stop, kwargs)
         stream = req.lm.stream_chat(req.messages, **req.chat_kwargs(cancelled))
         try:  # an early exit (break, a closed generator, a cancelled task) ends generate at once
@@ -281,24 +257,11 @@ class ChatEgtLM(BaseChatModel):
     def _pieces_then_last(
         self, req: Request, stream: Any, cancelled: threading.Event
     ) -> Iterator[ChatGenerationChunk]:
-        hold = req.tools is not None and bool(req.tools.forced)
-        undecided = req.tools is not None and not hold
-        held = ""
-        for piece in stream:
+        for piece in stream:  # the core holds back text that may be a tool call
             if cancelled.is_set():
                 return
-            if hold or undecided:
-                held += piece
-                if undecided and held.strip():
-                    undecided, hold = False, looks_like_call(held)
-                    if not hold:
-                        yield ChatGenerationChunk(message=AIMessageChunk(content=held))
-                        held = ""
-                continue
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        calls, invalid = self._tool_calls(req, held) if held else ([], [])
-        if held and not calls:
-            yield ChatGenerationChunk(message=AIMessageChunk(content=held))
+        calls, invalid = self._tool_calls(stream.result)
         usage, response = metadata(req, stream.result, bool(calls))
         call_chunks = [
             {

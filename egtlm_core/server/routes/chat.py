@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...generation.async_bridge import iterate_in_thread, run_in_thread
-from ..chat_request import ChatCall, build_chat_call
-from ..chat_response import completion, completion_id, created_now, stream_chunks, stream_pieces, usage
+from ..chat_request import build_chat_call
+from ..chat_response import completion, completion_id, created_now, stream_chunks, usage
 from ..errors import stream_error
 from ..schemas import ChatRequest, ChatResponse
 from ..sse import DONE, event, until_disconnect, while_connected
@@ -31,7 +31,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     state = state_of(request)
     lm = state.lm
     state.check_model(body.model)
-    call = await run_in_thread(lambda _: build_chat_call(lm, body, state.settings), "egtlm-chat-plan")
+    call = build_chat_call(body, state.settings)
     cid, created = completion_id(), created_now()
     cancel = threading.Event()
     if body.stream:
@@ -41,7 +41,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
         )
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _sse(request, call, stream, cancel, include_usage, state.served_name, cid, created),
+            _sse(request, stream, cancel, include_usage, state.served_name, cid, created),
             media_type="text/event-stream",
         )
     try:
@@ -51,12 +51,11 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     finally:
         cancel.set()  # a no-op once finished; stops the generation if the client went away
     state.metrics.generation("chat", result)
-    return JSONResponse(completion(call, result, state.served_name, cid, created))
+    return JSONResponse(completion(result, state.served_name, cid, created))
 
 
 async def _sse(
     request: Request,
-    call: ChatCall,
     stream: Any,
     cancel: threading.Event,
     include_usage: bool,
@@ -66,7 +65,7 @@ async def _sse(
 ) -> AsyncIterator[bytes]:
     def chunks(cancelled: threading.Event) -> Iterator[dict[str, Any]]:
         try:
-            for item in stream_chunks(call, stream_pieces(call, stream), stream.result, model, cid, created):
+            for item in stream_chunks(stream, model, cid, created):
                 if cancelled.is_set():
                     return
                 yield item

@@ -22,12 +22,12 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.tools import tool
 from langchain_egtlm import ChatEgtLM
 from langchain_egtlm._messages import to_chat_messages
-from langchain_egtlm._tool_calling import parse_tool_calls, plan_tools
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from egtlm_core import EgtLM
 from egtlm_core.cache import MemoryTier
+from egtlm_core.generation import parse_calls, plan_tools, with_tools_prompt
 from egtlm_core.generation.chat import ChatStream
 
 FLOAT32 = {"torch_dtype": "float32"}
@@ -132,8 +132,6 @@ def test_messages_map_to_chat_roles_with_tool_turns_in_words():
 
 def test_tools_are_described_in_the_system_prompt(chat):
     plan = plan_tools([_openai(get_weather)], "auto")
-    from langchain_egtlm._tool_calling import with_tools_prompt
-
     merged = with_tools_prompt(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}], plan
     )
@@ -160,15 +158,11 @@ def test_auto_mode_parses_a_whole_answer_that_is_a_call():
     names = {"add", "get_weather"}
     call = '{"name": "add", "arguments": {"a": 1, "b": 2}}'
     for text in (call, f"```json\n{call}\n```", f"<tool_call>{call}</tool_call>", f"[{call}]"):
-        (parsed,) = parse_tool_calls(text, names)
-        assert (
-            parsed["name"] == "add"
-            and parsed["args"] == {"a": 1, "b": 2}
-            and parsed["id"].startswith("call_")
-        )
-    assert parse_tool_calls('{"name": "add", "arguments": "{\\"a\\": 1}"}', names)[0]["args"] == {"a": 1}
+        (parsed,) = parse_calls(text, names)
+        assert parsed.name == "add" and parsed.arguments == {"a": 1, "b": 2} and parsed.id.startswith("call_")
+    assert parse_calls('{"name": "add", "arguments": "{\\"a\\": 1}"}', names)[0].arguments == {"a": 1}
     for text in ("The answer is 3.", '{"name": "other", "arguments": {}}', f"Sure: {call}", "{broken"):
-        assert parse_tool_calls(text, names) is None
+        assert parse_calls(text, names) is None
 
 
 # --- generation on the tiny model -----------------------------------------------------------------

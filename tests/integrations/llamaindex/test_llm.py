@@ -134,9 +134,10 @@ def test_no_tool_call_is_an_error_when_asked_for(llm):
 
 
 def test_tool_turns_in_history_are_words():
-    from llama_index.llms.egtlm._messages import parse_tool_calls, to_chat_messages
+    from llama_index.core.llms.llm import ToolSelection
+    from llama_index.llms.egtlm._messages import to_chat_messages
 
-    (call,) = parse_tool_calls('{"name": "add", "arguments": {"a": 1, "b": 2}}', {"add"})
+    call = ToolSelection(tool_id="call_1", tool_name="add", tool_kwargs={"a": 1, "b": 2})
     history = [
         ChatMessage(role=MessageRole.ASSISTANT, content="", additional_kwargs={"tool_calls": [call]}),
         ChatMessage(role=MessageRole.TOOL, content="3", additional_kwargs={"name": "add"}),

@@ -134,8 +134,8 @@ def run(m: EgtLM, ids: list[int], stop=(), max_new_tokens: int = NEW, prefill: b
     result = ChatResult("", 0, 0, "stop")
     extra = {}
     if prefill:
-        cache, logits = prefilled(m.model, ids)
-        extra = {"prefix_cache": cache, "prefilled_logits": logits}
+        states = prefilled(m.model, ids)
+        extra = {"prefill": lambda: states}
     config = config_for(m, max_new_tokens)
     pieces = list(stream_generate(m.model, m.tokenizer, ids, config, stop=stop, result=result, **extra))
     return pieces, result

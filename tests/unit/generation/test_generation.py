@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from egtlm_core import ChatResult, EgtLM
-from egtlm_core.generation.chat import StopFilter
+from egtlm_core.generation.streaming import StopFilter
 
 # A prompt for which the tiny random llama's greedy answer runs past 40 tokens without EOS.
 LONG = [{"role": "user", "content": "Tell me about the fox"}]

@@ -187,8 +187,8 @@ def test_mistyped_options_are_refused_with_the_valid_names(m):
         m.chat(LONG, max_tokens=10)
     with pytest.raises(TypeError, match="the options are .*'max_new_tokens'.*chat_template_kwargs"):
         m.stream_chat(LONG, max_tokens=10)
-    with pytest.raises(TypeError, match=r"Unknown chat option\(s\) \['tools'\]"):
-        m.chat(LONG, tools=[])  # template arguments go in chat_template_kwargs
+    with pytest.raises(TypeError, match=r"Unknown chat option\(s\) \['greeting'\]"):
+        m.chat(LONG, greeting="hi")  # template arguments go in chat_template_kwargs
     with pytest.raises(ValueError, match=r"may not set \['add_generation_prompt'\]"):
         m.chat(LONG, chat_template_kwargs={"add_generation_prompt": False})
     with pytest.raises(TypeError, match="must be a dict"):

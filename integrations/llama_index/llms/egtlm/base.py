@@ -31,15 +31,9 @@ except ImportError as err:  # pragma: no cover - the extra is missing
         "llama_index.llms.egtlm needs llama-index-core: pip install 'egtlm[llamaindex]'"
     ) from err
 
-from egtlm_core import RECOMPUTE_TOKENS, EgtLM, LazyLM, display_name, json_grammar, tool_call_schema
+from egtlm_core import RECOMPUTE_TOKENS, EgtLM, LazyLM, display_name
 
-from ._messages import (
-    TOOL_CALLS,
-    parse_tool_calls,
-    to_chat_messages,
-    tool_specs,
-    with_tools,
-)
+from ._messages import TOOL_CALLS, to_chat_messages, tool_specs
 from ._report import current_collector, report
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -57,12 +51,12 @@ _INTERNAL = ("tools", "tool_required", "schema")  # set by chat_with_tools / str
 
 @dataclass
 class _Call:
-    """One generation, resolved: the model, the rendered messages, the options, the tool names."""
+    """One generation, resolved: the model, the rendered messages and the options of `EgtLM.chat`
+    (tools and response_format included: the core builds the grammar and parses the calls)."""
 
     lm: EgtLM
     messages: list[dict[str, str]]
     options: dict[str, Any]
-    tool_names: set[str] | None
 
 
 class EgtLMLLM(FunctionCallingLLM):
@@ -133,32 +127,27 @@ class EgtLMLLM(FunctionCallingLLM):
         unknown = sorted(set(kwargs) - set(_CALL_OPTIONS) - set(_INTERNAL))
         if unknown:
             raise TypeError(f"EgtLMLLM got unknown call arguments {unknown}; it takes {list(_CALL_OPTIONS)}.")
-        lm, messages = self.client, list(messages)
-        max_new = kwargs.get("max_new_tokens", kwargs.get("max_tokens", self.max_new_tokens))
-        tools, schema, names = kwargs.get("tools"), kwargs.get("schema"), None
-        chat = to_chat_messages(messages)
-        if tools:
-            chat = with_tools(chat, tools, bool(kwargs.get("tool_required")))
-            names = {t["function"]["name"] for t in tools}
-            schema = tool_call_schema(tools) if kwargs.get("tool_required") else None
-        grammar = None if schema is None else json_grammar(lm.tokenizer, schema, model=lm.model)
+        tools, schema = kwargs.get("tools"), kwargs.get("schema")
         options = {
-            "max_new_tokens": max_new,
+            "max_new_tokens": kwargs.get("max_new_tokens", kwargs.get("max_tokens", self.max_new_tokens)),
             "temperature": kwargs.get("temperature", self.temperature),
             "top_p": kwargs.get("top_p", self.top_p),
-            # A stop string inside constrained JSON would cut it; the grammar ends the output there.
-            "stop": None if grammar is not None else kwargs.get("stop", self.stop),
+            "stop": kwargs.get("stop", self.stop),
             "reuse_cache": kwargs.get("reuse_cache", self.reuse_cache),
             "recompute_tokens": kwargs.get("recompute_tokens", self.recompute_tokens),
-            "logits_processor": None if grammar is None else [grammar.processor(max_new_tokens=max_new)],
+            "tools": tools or None,
+            "tool_choice": "required" if kwargs.get("tool_required") else "auto",
+            "response_format": None if schema is None else {"type": "json_schema", "schema": schema},
         }
-        return _Call(lm, chat, options, names)
+        return _Call(self.client, to_chat_messages(list(messages)), options)
 
     def _response(self, call: _Call, result: Any, delta: str | None, reports: list | None) -> ChatResponse:
         stats = report(result, call.options["reuse_cache"])
         if reports is not None:
             reports.append(stats)
-        calls = parse_tool_calls(result.text, call.tool_names) if call.tool_names else []
+        calls = [
+            ToolSelection(tool_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in result.tool_calls
+        ]
         message = ChatMessage(
             role=MessageRole.ASSISTANT,
             content="" if calls else result.text,
@@ -186,16 +175,12 @@ class EgtLMLLM(FunctionCallingLLM):
         def pieces() -> ChatResponseGen:
             text = ""
             try:
-                for piece in stream:
+                for piece in stream:  # the core holds back text that may be a tool call
                     text += piece
-                    if call.tool_names is None:  # text that may be a tool call is held to the end
-                        yield ChatResponse(
-                            message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece
-                        )
-                last = self._response(call, stream.result, "", reports)
-                if call.tool_names is not None and not last.message.additional_kwargs:
-                    last.delta = text
-                yield last
+                    yield ChatResponse(
+                        message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece
+                    )
+                yield self._response(call, stream.result, "", reports)
             finally:
                 stream.close()  # leaving early stops generate within one token
 
