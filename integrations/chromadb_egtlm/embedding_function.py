@@ -19,7 +19,8 @@ try:
 except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("chromadb_egtlm needs chromadb: pip install 'egtlm[chroma]'") from err
 
-from egtlm_core import EgtLM, EgtLMConfig, LazyLM
+from egtlm_core import EgtLM, EgtLMConfig
+from egtlm_core.adapter_kit import LazyLM
 
 # Settings that change what a text embeds to (the core's one list, `EgtLMConfig.VECTOR_FIELDS`): a
 # persisted collection must rebuild them unchanged, and a config update may not change them.

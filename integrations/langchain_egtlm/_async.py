@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from egtlm_core.generation import iterate_in_thread, run_in_thread
+from egtlm_core.adapter_kit import iterate_in_thread, run_in_thread
 
 __all__ = ["iterate_in_thread", "run_in_thread"]

@@ -15,7 +15,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from egtlm_core.generation import render_tool_call, tool_result_line, tool_results_turn
+from egtlm_core.adapter_kit import render_tool_call, tool_result_line, tool_results_turn
 
 # Content blocks that carry no text for the model: tool calls are rendered from `tool_calls`,
 # reasoning from other models is not replayed.

@@ -23,8 +23,8 @@ try:
 except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from err
 
-from egtlm_core import RECOMPUTE_TOKENS, EgtLM, LazyLM, display_name, shared_lm
-from egtlm_core.generation import new_call_id, plan_tools
+from egtlm_core import RECOMPUTE_TOKENS, EgtLM
+from egtlm_core.adapter_kit import LazyLM, display_name, new_call_id, plan_tools, shared_lm
 
 from ._async import iterate_in_thread, run_in_thread
 from ._messages import to_chat_messages

@@ -12,7 +12,8 @@ try:
 except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from err
 
-from egtlm_core import EgtLM, EgtLMConfig, LazyLM
+from egtlm_core import EgtLM, EgtLMConfig
+from egtlm_core.adapter_kit import LazyLM
 
 # The settings that decide the vectors (`EgtLMConfig.VECTOR_FIELDS`), each a field of
 # `EgtLMEmbeddings` handed to the model's config; max_length is left out of the config because it is

@@ -21,7 +21,8 @@ try:
 except ImportError as e:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from e
 
-from egtlm_core import EgtLM, LazyLM
+from egtlm_core import EgtLM
+from egtlm_core.adapter_kit import LazyLM
 
 RELEVANCE = "relevance_score"  # metadata: the reranker's score (LangChain's rerankers use this key)
 

@@ -29,7 +29,8 @@ try:
 except ImportError as e:  # pragma: no cover - the extra is missing
     raise ImportError("langchain_egtlm needs langchain-core: pip install 'egtlm[langchain]'") from e
 
-from egtlm_core import DocumentIndex, EgtLM, LazyLM, check_k
+from egtlm_core import DocumentIndex, EgtLM
+from egtlm_core.adapter_kit import LazyLM, check_k
 
 from ._messages import to_chat_messages
 

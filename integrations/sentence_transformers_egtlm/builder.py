@@ -9,7 +9,8 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Normalize
 
-from egtlm_core import EgtLM, shared_lm
+from egtlm_core import EgtLM
+from egtlm_core.adapter_kit import shared_lm
 
 from .encoder import EgtLMEncoder, instruction_prompts
 

@@ -25,8 +25,8 @@ except ImportError as err:  # pragma: no cover - the extra is missing
         "sentence_transformers_egtlm needs sentence-transformers: pip install 'egtlm[st]'"
     ) from err
 
-from egtlm_core import EgtLM, EgtLMConfig, format_instruction, shared_lm
-from egtlm_core.embedding import check_texts, forward_states, pad_batch, pool, warn_truncated
+from egtlm_core import EgtLM, EgtLMConfig, format_instruction
+from egtlm_core.adapter_kit import check_texts, forward_states, pad_batch, pool, shared_lm, warn_truncated
 
 # The EgtLMConfig fields that decide what a text embeds to (`EgtLMConfig.VECTOR_FIELDS`), saved with
 # the module so a reloaded folder embeds as the saved one did. max_length is left out: it is ST's own

@@ -11,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "egtlm_core"
 ADAPTERS = ROOT / "integrations"
+# What adapters may import from the core: the user API and the adapter plumbing package.
+ADAPTER_API = ("egtlm_core", "egtlm_core.adapter_kit")
 FRAMEWORKS = ("langchain", "langchain_core", "llama_index", "sentence_transformers", "chromadb")
 
 
@@ -113,6 +115,7 @@ def test_adapters_use_public_core_names_only(path: Path):
     for module, names in _runtime_imports(path):
         if module.split(".")[0] != "egtlm_core":
             continue
+        assert module in ADAPTER_API, f"{path.name} imports from {module}; use {' or '.join(ADAPTER_API)}"
         package = importlib.import_module(module)
         assert hasattr(package, "__path__"), f"{path.name} imports the module {module}; import its package"
         public = set(getattr(package, "__all__", ()))
@@ -183,3 +186,19 @@ def test_the_document_cache_rule_sees_reach_throughs(tmp_path: Path, monkeypatch
 def test_adapters_and_server_use_only_the_document_cache(path: Path):
     """Integrations and the server call `EgtLM.document_cache`'s public methods, never the engine."""
     assert _document_cache_violations(path) == [], path.relative_to(ROOT)
+
+
+def test_the_user_api_and_the_adapter_kit_are_pinned():
+    """`egtlm_core.__all__` is what users import; adapter plumbing lives in `egtlm_core.adapter_kit`."""
+    import egtlm_core
+    import egtlm_core.adapter_kit as kit
+
+    assert egtlm_core.__all__ == [
+        "AnswerResult", "CacheTier", "ChatResult", "ChatStream", "DEFAULT_MODEL_NAME", "DiskTier",
+        "DocumentCache", "DocumentIndex", "EgtLM", "EgtLMConfig", "GenerationOptions", "IndexedDocument",
+        "MemoryTier", "RECOMPUTE_TOKENS", "ScoredDocument", "TieredStore", "ToolCall", "default_model_dir",
+        "document_text", "format_instruction",
+    ]  # fmt: skip
+    for module in (egtlm_core, kit):
+        assert all(hasattr(module, name) for name in module.__all__)
+    assert not set(egtlm_core.__all__) & set(kit.__all__)

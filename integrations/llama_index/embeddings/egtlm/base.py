@@ -13,7 +13,8 @@ except ImportError as err:  # pragma: no cover - the extra is missing
         "llama_index.embeddings.egtlm needs llama-index-core: pip install 'egtlm[llamaindex]'"
     ) from err
 
-from egtlm_core import EgtLM, EgtLMConfig, LazyLM, display_name
+from egtlm_core import EgtLM, EgtLMConfig
+from egtlm_core.adapter_kit import LazyLM, display_name
 
 # Texts per `_get_text_embeddings` call. LlamaIndex's default of 10 makes many tiny forwards; the core
 # batches by padded tokens itself (1,024 per forward on CPU), so hand it enough texts to fill them.

@@ -12,7 +12,7 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
-from egtlm_core.generation import render_tool_call, tool_result_line
+from egtlm_core.adapter_kit import render_tool_call, tool_result_line
 
 TOOL_CALLS = "tool_calls"  # ChatMessage.additional_kwargs: the calls of an assistant message
 _ROLES = {

@@ -31,7 +31,8 @@ except ImportError as err:  # pragma: no cover - the extra is missing
         "llama_index.llms.egtlm needs llama-index-core: pip install 'egtlm[llamaindex]'"
     ) from err
 
-from egtlm_core import RECOMPUTE_TOKENS, EgtLM, LazyLM, display_name
+from egtlm_core import RECOMPUTE_TOKENS, EgtLM
+from egtlm_core.adapter_kit import LazyLM, display_name
 
 from ._messages import TOOL_CALLS, to_chat_messages, tool_specs
 from ._report import current_collector, report

@@ -20,7 +20,8 @@ except ImportError as err:  # pragma: no cover - the extra is missing
         "llama_index.postprocessor.egtlm needs llama-index-core: pip install 'egtlm[llamaindex]'"
     ) from err
 
-from egtlm_core import EgtLM, LazyLM
+from egtlm_core import EgtLM
+from egtlm_core.adapter_kit import LazyLM
 
 
 class EgtLMRerank(BaseNodePostprocessor):

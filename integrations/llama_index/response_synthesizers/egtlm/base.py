@@ -28,7 +28,7 @@ try:
 except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("EgtLMSynthesizer needs llama-index-core: pip install 'egtlm[llamaindex]'") from err
 
-from egtlm_core import CacheKey
+from egtlm_core.adapter_kit import CacheKey
 
 logger = logging.getLogger(__name__)
 
