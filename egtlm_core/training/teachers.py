@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -118,10 +119,16 @@ class TeacherVectors:
         return cls({k: i for i, k in enumerate(keys)}, np.concatenate(parts, axis=1).astype(np.float32))
 
 
+def _shards(folder: Path) -> dict[int, Path]:
+    """The stored shards by number (`shard-00007.npz` -> 7), in order."""
+    found = {int(m.group(1)): p for p in folder.iterdir() if (m := re.fullmatch(r"shard-(\d+)\.npz", p.name))}
+    return dict(sorted(found.items()))
+
+
 def _read_shards(folder: Path) -> tuple[list[str], list[np.ndarray]]:
     keys: list[str] = []
     arrays: list[np.ndarray] = []
-    for shard in sorted(folder.glob("shard-*.npz")):
+    for shard in _shards(folder).values():
         try:
             with np.load(shard) as data:
                 shard_keys, shard_vectors = [str(k) for k in data["keys"]], data["vectors"]
@@ -155,7 +162,9 @@ def teacher_vectors(
         model = _load(name, cache)
         model.max_seq_length = max_length
         todo.sort(key=len)  # similar lengths share a batch: less padding
-        first = len(list(folder.glob("shard-*.npz")))
+        # new shards after the highest number present: a dropped unreadable shard leaves a gap, and
+        # counting the files would give the next one a name still in use
+        first = max(_shards(folder), default=-1) + 1
         logger.info("Teacher %s: %d texts to embed (%d stored)", name, len(todo), len(known))
         for n, start in enumerate(range(0, len(todo), SHARD_ROWS)):
             chunk = todo[start : start + SHARD_ROWS]
@@ -164,7 +173,7 @@ def teacher_vectors(
             ).astype(np.float32)
             chunk_keys = [text_key(t) for t in chunk]
             path = folder / f"shard-{first + n:05d}.npz"
-            tmp = path.with_suffix(".tmp.npz")
+            tmp = folder / f"partial-{first + n:05d}.npz"  # not a shard name until whole
             np.savez(tmp, keys=np.array(chunk_keys), vectors=vectors)
             tmp.replace(path)  # a shard appears whole or not at all
             keys += chunk_keys

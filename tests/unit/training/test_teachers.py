@@ -107,3 +107,21 @@ def test_steps_lower_the_teacher_loss(tmp_path: Path, tiny_llama_dir: Path, tiny
         unified.loss(batch).backward()
         optimizer.step()
     assert teacher_part() < 0.7 * before
+
+
+def test_a_dropped_middle_shard_is_recomputed_without_overwriting_the_others(
+    tmp_path: Path, tiny_teacher: Path, monkeypatch
+) -> None:
+    from egtlm_core.training import teachers
+
+    monkeypatch.setattr(teachers, "SHARD_ROWS", 2)
+    texts = [f"sentence number {i} about foxes" for i in range(6)]
+    teacher_vectors(str(tiny_teacher), texts, tmp_path, max_length=32, show_progress=False)
+    folder = tmp_path / f"{tiny_teacher.name}-32"
+    assert sorted(p.name for p in folder.iterdir()) == [f"shard-0000{i}.npz" for i in range(3)]
+    (folder / "shard-00001.npz").write_bytes(b"cut off")
+    healed = teacher_vectors(str(tiny_teacher), texts, tmp_path, max_length=32, show_progress=False)
+    assert len(healed.rows) == 6
+    again = teacher_vectors(str(tiny_teacher), texts, tmp_path, max_length=32, show_progress=False)
+    assert len(again.rows) == 6 and len(list(folder.iterdir())) == 3  # every text stored on disk
+    np.testing.assert_allclose(again.lookup(texts).numpy(), healed.lookup(texts).numpy(), atol=1e-6)
