@@ -30,6 +30,7 @@ from .generation.chat import (
     ChatStream,
     chat_input_ids,
     check_messages,
+    check_sampling,
     check_template_kwargs,
     generate_text,
     generation_config,
@@ -79,16 +80,7 @@ class GenerationOptions:
     response_format: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        n = self.max_new_tokens
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {n!r}.")
-        numbers = (self.temperature, self.top_p)
-        if any(not isinstance(x, (int, float)) or isinstance(x, bool) for x in numbers) or not (
-            self.temperature >= 0 and 0 < self.top_p <= 1
-        ):
-            raise ValueError(
-                f"Need temperature ≥ 0 and 0 < top_p ≤ 1, got {self.temperature!r} and {self.top_p!r}."
-            )
+        check_sampling(self.max_new_tokens, self.temperature, self.top_p)
         if isinstance(self.stop, str):  # one stop string, not its characters
             object.__setattr__(self, "stop", (self.stop,))
         check_recompute_tokens(self.recompute_tokens)
@@ -295,23 +287,21 @@ class EgtLM:
 
         `method="answer"` is the older spelling of `encode_answers(texts, question=instruction, ...)`.
         """
-        if method == "answer":
-            if get_cache:
-                raise TypeError("get_cache=True needs method='pool'; answer states come from generation.")
-            options = dict(batch_size=batch_size, max_length=max_length, dim=dim, **kwargs)
-            options.update(convert_to_tensor=convert_to_tensor, show_progress_bar=show_progress_bar)
-            return self.encode_answers(texts, instruction, **options)
-        if method != "pool":
-            raise ValueError(f"Unknown encode method {method!r}; expected 'pool' or 'answer'.")
         options = dict(
             batch_size=batch_size,
             max_length=max_length,
             dim=dim,
             convert_to_tensor=convert_to_tensor,
             show_progress_bar=show_progress_bar,
-            get_cache=get_cache,
             **kwargs,
         )
+        if method == "answer":
+            if get_cache:
+                raise TypeError("get_cache=True needs method='pool'; answer states come from generation.")
+            return self.encode_answers(texts, instruction, **options)
+        if method != "pool":
+            raise ValueError(f"Unknown encode method {method!r}; expected 'pool' or 'answer'.")
+        options["get_cache"] = get_cache
         role = options.pop("prompt_name", None)
         if role is not None or instruction is None:
             if role is not None and instruction is not None:
@@ -321,15 +311,7 @@ class EgtLM:
             side = self.encode_queries if role == "query" else self.encode_documents
             return side(texts, **options)
         return self._encode_pooled(
-            texts,
-            lambda items, limit: self.embedding_inputs(items, instruction or "", limit),
-            batch_size=batch_size,
-            max_length=max_length,
-            dim=dim,
-            convert_to_tensor=convert_to_tensor,
-            show_progress_bar=show_progress_bar,
-            get_cache=get_cache,
-            **kwargs,
+            texts, lambda items, limit: self.embedding_inputs(items, instruction or "", limit), **options
         )
 
     def _encode_pooled(
@@ -565,7 +547,7 @@ class EgtLM:
         )
         checked = constraint.prompt(check_messages(messages))
         cancel = options.cancel or (threading.Event() if stream else None)  # a stream can be cancel()ed
-        result, pieces = self._generate(checked, options, constraint, cancel, stream)
+        result, pieces = self._generate(model, checked, options, constraint, cancel, stream)
         if pieces is None:
             constraint.finish(result)
             return result
@@ -575,6 +557,7 @@ class EgtLM:
 
     def _generate(
         self,
+        model: Any,
         messages: list[dict[str, Any]],
         options: GenerationOptions,
         constraint: OutputConstraint,
@@ -582,7 +565,6 @@ class EgtLM:
         stream: bool,
     ) -> tuple[ChatResult, Iterator[str] | None]:
         """(result, None) run to the end, or (result to be filled, text pieces) when streaming."""
-        model = self._generator()
         config = generation_config(
             self.tokenizer, model, options.max_new_tokens, options.temperature, options.top_p
         )

@@ -115,14 +115,24 @@ def chat_input_ids(
     return list(encoded["input_ids"])
 
 
+def check_sampling(max_new_tokens: Any, temperature: Any, top_p: Any) -> None:
+    """The decoding budget and sampling settings, checked where they enter (`GenerationOptions`, the
+    RAG path) with the same messages."""
+    n = max_new_tokens
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {n!r}.")
+    numbers = (temperature, top_p)
+    if any(not isinstance(x, (int, float)) or isinstance(x, bool) for x in numbers) or not (
+        temperature >= 0 and 0 < top_p <= 1
+    ):
+        raise ValueError(f"Need temperature ≥ 0 and 0 < top_p ≤ 1, got {temperature!r} and {top_p!r}.")
+
+
 def generation_config(
     tokenizer: Any, model: Any, max_new_tokens: int, temperature: float, top_p: float
 ) -> GenerationConfig:
     """A fresh config per call: greedy at temperature 0, EOS from both tokenizer and model."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"Need temperature ≥ 0 and 0 < top_p ≤ 1, got {temperature!r} and {top_p!r}.")
+    check_sampling(max_new_tokens, temperature, top_p)
     eos = {tokenizer.eos_token_id, *(as_list(model.generation_config.eos_token_id))} - {None}
     # Sampling at a temperature this close to 0 is greedy decoding, and scores / 1e-300 overflow to
     # inf, which makes the sampler fail on NaN probabilities (the server's schema fuzz found it).
