@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+SHIPPED_ADAPTER = "shipped"  # `init_adapter` value naming the adapter packaged with egtlm
 LOSSES = ("contrastive", "cosent", "margin", "generative", "distill", "anchor")
 
 
@@ -45,6 +46,7 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
+    init_adapter: str | None = None  # a LoRA adapter to continue from (SHIPPED_ADAPTER: the packaged one)
     lora_targets: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
@@ -98,6 +100,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
         if isinstance(self.teachers, str):
             self.teachers = [self.teachers]
+        if self.init_adapter is not None and not self.lora:
+            raise ValueError("init_adapter continues a LoRA adapter; set lora: true (or drop init_adapter).")
 
     @property
     def teacher_cache(self) -> Path:
@@ -116,8 +120,8 @@ class TrainConfig:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"{path}: unknown settings {sorted(unknown)}; see TrainConfig for the names.")
-        for key in ("output_dir", "teacher_dir"):
-            if data.get(key) and not Path(data[key]).is_absolute():
+        for key in ("output_dir", "teacher_dir", "init_adapter"):
+            if data.get(key) and data[key] != SHIPPED_ADAPTER and not Path(data[key]).is_absolute():
                 data[key] = str((path.parent / data[key]).resolve())
         data["sources"] = [_resolved(s, path.parent) for s in data.get("sources") or []]
         return cls(**data)

@@ -23,7 +23,8 @@ import torch
 from ..evaluation import read_stsb, subsample
 from ..loading.devices import cpu_auto_dtype_and_reason
 from ..model import EgtLM
-from .config import TrainConfig
+from ..loading.sources import PACKAGED_ADAPTER
+from .config import SHIPPED_ADAPTER, TrainConfig
 from .probe import ChatProbe, GenerationProbe
 from .teachers import TeacherVectors, teacher_vectors
 from .trainer import (
@@ -151,9 +152,11 @@ def _wrap(lm: EgtLM, plan: TrainConfig) -> Any:
         model.requires_grad_(True)
         return model
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, PeftModel, get_peft_model
     except ImportError as e:
         raise ImportError("LoRA training needs peft: pip install 'egtlm[train]'") from e
+    if plan.init_adapter is not None:  # continue its weights (a fresh optimizer and schedule)
+        return PeftModel.from_pretrained(model, str(_init_adapter(plan)), is_trainable=True)
     config = LoraConfig(
         r=plan.lora_r,
         lora_alpha=plan.lora_alpha,
@@ -162,6 +165,17 @@ def _wrap(lm: EgtLM, plan: TrainConfig) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+def _init_adapter(plan: TrainConfig) -> Path:
+    """The folder of the adapter a run continues from, checked before any model is loaded."""
+    path = PACKAGED_ADAPTER if plan.init_adapter == SHIPPED_ADAPTER else Path(str(plan.init_adapter))
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"init_adapter {plan.init_adapter!r}: no adapter_config.json in {path}; name a folder "
+            f"written by `egtlm train` (or {SHIPPED_ADAPTER!r} for the packaged adapter)."
+        )
+    return path
 
 
 def _base(plan: TrainConfig) -> str | None:
@@ -197,6 +211,8 @@ def train(plan: TrainConfig) -> TrainResult:
     if plan.threads:
         torch.set_num_threads(plan.threads)
     torch.manual_seed(plan.seed)
+    if plan.init_adapter is not None:
+        _init_adapter(plan)  # a wrong path fails before minutes of loading
     out = Path(plan.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(run_config(plan), indent=2), encoding="utf-8")

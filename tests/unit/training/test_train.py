@@ -127,6 +127,36 @@ def test_saved_adapter_embeds_as_the_model_in_training(tmp_path: Path, tiny_llam
     np.testing.assert_allclose(loaded.encode(TEXTS), in_training, atol=1e-5)
 
 
+def test_init_adapter_continues_a_saved_adapter(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """`init_adapter`: training starts from the adapter's weights (its vectors before any step) and
+    trains them; a folder without an adapter fails before a model is loaded."""
+    torch.manual_seed(0)
+    first = EgtLM(str(tiny_llama_dir), torch_dtype="float32", share_weights=False)
+    plan = _plan(tmp_path, tiny_llama_dir)
+    model = _wrap(first, plan)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(std=0.2)
+    model.eval()
+    saved_vectors = first.encode(TEXTS)
+    save_trained(first, model, plan, tmp_path / "saved")
+    again = EgtLM(str(tiny_llama_dir), torch_dtype="float32", share_weights=False)
+    continued = _wrap(again, _plan(tmp_path, tiny_llama_dir, init_adapter=str(tmp_path / "saved")))
+    continued.eval()
+    np.testing.assert_allclose(again.encode(TEXTS), saved_vectors, atol=1e-5)
+    assert any(p.requires_grad for n, p in continued.named_parameters() if "lora_" in n)
+    assert not any(p.requires_grad for n, p in continued.named_parameters() if "lora_" not in n)
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
+        train(_plan(tmp_path, tiny_llama_dir, init_adapter=str(tmp_path)))
+    with pytest.raises(ValueError, match="set lora: true"):
+        _plan(tmp_path, tiny_llama_dir, init_adapter="shipped", lora=False)
+    config = tmp_path / "cfg" / "run.yaml"
+    config.parent.mkdir()
+    for value, read in (("shipped", "shipped"), ("../saved", str(tmp_path / "saved"))):
+        config.write_text(f"output_dir: out\ninit_adapter: {value}\nsources: [{{name: snli}}]\n", "utf-8")
+        assert TrainConfig.from_yaml(config).init_adapter == read  # a path is read from the file's folder
+
+
 def test_train_writes_a_loadable_model_and_resumes(
     tmp_path: Path, tiny_llama_dir: Path, data_root: Path
 ) -> None:
