@@ -63,7 +63,10 @@ class ReuseStats:
     approximate_hits: int = 0  # hits spliced into an approximate slot
     other_prefix_hits: int = 0  # hits captured after another prefix than this prompt's
     misses: int = 0
-    build_s: float = 0.0
+    build_s: float = 0.0  # the whole prefill: the three parts below plus planning bookkeeping
+    fetch_s: float = 0.0  # looking states up in the store (and capturing the ones it lacked)
+    splice_s: float = 0.0  # re-rotating and copying stored states into one cache
+    forward_s: float = 0.0  # the one forward of the live tokens (the floor a reuse call cannot beat)
     fallback: str | None = None  # why reuse was refused, if it was
     documents: list[dict[str, Any]] = field(default_factory=list)
     slots: list[str] = field(default_factory=list)  # "exact" | "approximate", one per document slot
@@ -94,6 +97,10 @@ class ReuseStats:
             "other_prefix_hits": self.other_prefix_hits,
             "misses": self.misses,
             "fallback": self.fallback,
+            "timings_ms": {
+                name: round(1e3 * getattr(self, f"{name}_s"), 3)
+                for name in ("build", "fetch", "splice", "forward")
+            },
         }
 
 
@@ -375,14 +382,14 @@ class KVReuser:
         positions: list[int],
         cache: DynamicCache,
         cached_positions: torch.Tensor,
-        lm: Any = None,
-    ) -> torch.Tensor | None:
+        lm: Any,
+    ) -> torch.Tensor:
         """One forward of every live token at its own position on top of the spliced cache.
 
         The cache holds the spliced segments in any order; each live token attends to every token at
         or before its position (spliced or live), which is what running the live runs one by one
-        between the splices computes, in one forward instead of one per separator. With `lm` (the
-        causal LM over `self.body`) -> the last live token's next-token logits [1, vocab].
+        between the splices computes, in one forward instead of one per separator. `lm` is the
+        causal LM over `self.body`; -> the last live token's next-token logits [1, vocab].
         """
         device = self.body.device
         query = torch.tensor(positions, device=device)
@@ -398,9 +405,6 @@ class KVReuser:
             cache_kwarg(self.body.forward): cache,
         }
         with torch.inference_mode():
-            if lm is None:
-                self.body(**inputs)
-                return None
             return lm(**inputs, logits_to_keep=1).logits[:, -1]
 
     def _gather(
@@ -421,7 +425,9 @@ class KVReuser:
             n = len(segment.token_ids)
             live = n
             if segment.cached:
+                started = time.perf_counter()
                 entry = self.states(segment, prefix, stats, load_prefix, alternates)
+                stats.fetch_s += time.perf_counter() - started
                 # repair knob: the first tokens of an approximate slot are recomputed and see
                 # everything before them (an exact slot already holds what they would compute)
                 exact = segment.is_prefix or stats.slots[-1] == "exact"
@@ -434,42 +440,28 @@ class KVReuser:
             live_positions += range(pos, pos + live)
             stats.prefilled_tokens += live
             pos += n
+        started = time.perf_counter()
         cache, cached_positions = self._splice_parts(parts)
+        stats.splice_s = time.perf_counter() - started
         return cache, cached_positions, live_ids, live_positions, stats
-
-    def build(
-        self, plan: SegmentPlan, recompute_tokens: int = 0, alternates: Sequence[Segment] = ()
-    ) -> tuple[DynamicCache, ReuseStats]:
-        """A cache holding every segment but the last (live) one, plus what it cost.
-
-        Stored segments are re-rotated and concatenated once per layer; the live runs between them
-        (separators, recomputed document heads) then go through the model together in one forward.
-        `prefill` does the same with the last segment in that forward too (what answering uses).
-        """
-        start = time.perf_counter()
-        cache, cached, ids, positions, stats = self._gather(plan, recompute_tokens, alternates)
-        if ids:
-            self._forward_live(ids, positions, cache, cached)
-        stats.prefilled_tokens += len(plan.segments[-1].token_ids)
-        stats.build_s = time.perf_counter() - start
-        return cache, stats
 
     def prefill(
         self, plan: SegmentPlan, lm: Any, recompute_tokens: int = 0, alternates: Sequence[Segment] = ()
     ) -> tuple[DynamicCache, torch.Tensor, ReuseStats]:
         """The whole prompt in a cache and the next-token logits [1, vocab], in one forward.
 
-        Stored segments are spliced as in `build`; every live token (separators, recomputed document
-        heads and the last segment, the question) goes through `lm` together, so the first token
-        comes out of the same forward. `stats.build_s` covers all of it.
+        Stored segments are re-rotated and concatenated once per layer; every live token (separators,
+        recomputed document heads and the last segment, the question) goes through `lm` together, so
+        the first token comes out of the same forward. `stats` times each part (`build_s` all of it).
         """
         start = time.perf_counter()
         cache, cached, ids, positions, stats = self._gather(plan, recompute_tokens, alternates)
         tail = plan.segments[-1].token_ids
         at = len(plan.token_ids) - len(tail)
         ids, positions = ids + list(tail), positions + list(range(at, at + len(tail)))
+        started = time.perf_counter()
         logits = self._forward_live(ids, positions, cache, cached, lm)
-        assert logits is not None  # an lm was given
+        stats.forward_s = time.perf_counter() - started
         stats.prefilled_tokens += len(tail)
         stats.build_s = time.perf_counter() - start
         return cache, logits, stats
