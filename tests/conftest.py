@@ -21,6 +21,13 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _no_merged_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adapters are merged at each load, as before the merged cache: the random adapters tests make
+    would otherwise leave a merged copy each in the user's cache. The cache's own test turns it on."""
+    monkeypatch.setenv("EGTLM_MERGED_CACHE", "0")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared evaluation data folder (`$EGTLM_DATA_DIR`, else `../shared/data` beside the

@@ -56,3 +56,41 @@ def test_an_adapter_on_the_default_base_loads_from_its_folder(packaged: Path):
 def test_the_base_default_by_environment(packaged: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("EGTLM_BASE_DEFAULT", "1")
     assert resolve_source(None).kind == "default"
+
+
+def test_a_merged_adapter_is_kept_and_a_damaged_copy_is_merged_again(
+    packaged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """The first load merges with peft and keeps the result; the next reads it without peft and
+    computes the same; a truncated copy is dropped with a warning and merged again, never served."""
+    from egtlm_core.loading.loader import MERGED_MARKER, load_model_and_tokenizer
+
+    monkeypatch.setenv("EGTLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EGTLM_MERGED_CACHE", "1")  # on, as outside the tests
+    source = resolve_source(str(packaged))
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+
+    def load(with_lm_head: bool = True) -> torch.Tensor:
+        model, _ = load_model_and_tokenizer(
+            source, with_lm_head=with_lm_head, dtype=torch.float32, device="cpu"
+        )
+        with torch.inference_mode():
+            out = model(input_ids=ids)
+        return out.logits if with_lm_head else out.last_hidden_state
+
+    merged_by_peft, body_by_peft = load(), load(with_lm_head=False)
+    (folder,) = (tmp_path / "cache" / "merged").iterdir()
+    assert (folder / MERGED_MARKER).is_file() and folder.name.endswith("-float32")
+    with monkeypatch.context() as m:
+        m.setattr(peft.PeftModel, "from_pretrained", lambda *a, **k: pytest.fail("peft ran again"))
+        torch.testing.assert_close(load(), merged_by_peft, rtol=0, atol=1e-6)
+        torch.testing.assert_close(load(with_lm_head=False), body_by_peft, rtol=0, atol=1e-6)
+    weights = next(folder.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short (a full disk, a killed write)
+    with caplog.at_level("WARNING"):
+        torch.testing.assert_close(load(), merged_by_peft, rtol=0, atol=1e-6)
+    assert "damaged" in caplog.text and (folder / MERGED_MARKER).is_file()  # merged and kept again
+    monkeypatch.setenv("EGTLM_MERGED_CACHE", "0")
+    monkeypatch.setenv("EGTLM_CACHE_DIR", str(tmp_path / "other"))
+    torch.testing.assert_close(load(), merged_by_peft, rtol=0, atol=1e-6)
+    assert not (tmp_path / "other" / "merged").exists()
