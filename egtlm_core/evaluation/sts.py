@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from .datasets import ScoredPair
 
@@ -53,7 +52,10 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def spearman(predicted: Sequence[float] | np.ndarray, gold: Sequence[float] | np.ndarray) -> float:
-    """Spearman's rank correlation (ties get average ranks), via scipy."""
+    """Spearman's rank correlation (ties get average ranks), via scipy (imported here: scipy.stats
+    costs ~0.6 s, which every `egtlm` command would pay through the CLI's `eval` options)."""
+    from scipy.stats import spearmanr
+
     if len(predicted) != len(gold) or len(gold) < 2:
         raise ValueError(
             f"Need two equally long score lists of ≥ 2 items, got {len(predicted)} and {len(gold)}."

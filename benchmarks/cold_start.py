@@ -1,0 +1,93 @@
+"""Cold start: a new process that answers one question, as a CLI user or a serverless worker pays it.
+
+Fresh processes, interleaved (the order reversed every other round), medians:
+
+    import       `python -c "import egtlm_core"`
+    ask          `egtlm ask QUESTION` over a few indexed chunks (states on disk), 16 new tokens
+    ask, no merged copy   the same with `EGTLM_MERGED_CACHE=0`: the shipped adapter merged with
+                 peft at every load, as before the merged copy was kept (the side-by-side pair)
+
+    python benchmarks/cold_start.py --rounds 5
+
+Writes docs/benchmarks/cold_start.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DOCS_BENCH_DIR, REPO_ROOT, cpu_model, markdown_table, write_text  # noqa: E402
+
+QUESTION = "What does egtlm share between embedding and generation?"
+
+
+def run(argv: list[str], env: dict[str, str]) -> float:
+    """Seconds from process start to exit (it must succeed)."""
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each process")
+    parser.add_argument("--out", type=Path, default=DOCS_BENCH_DIR / "cold_start.md")
+    args = parser.parse_args()
+    python = sys.executable
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    with tempfile.TemporaryDirectory(prefix="egtlm-cold-") as tmp:
+        docs = Path(tmp) / "docs"
+        docs.mkdir()
+        (docs / "readme.md").write_text((REPO_ROOT / "README.md").read_text(encoding="utf-8")[:6000])
+        index = str(Path(tmp) / "index.json")
+        cli = [python, "-m", "egtlm_core.cli.main"]
+        run([*cli, "index", str(docs), "--index-file", index], env)  # states on disk, merged copy made
+        ask = [*cli, "ask", QUESTION, "--index-file", index, "--max-new-tokens", "16"]
+        cases = {
+            "import egtlm_core": ([python, "-c", "import egtlm_core"], env),
+            "egtlm ask": (ask, env),
+            "egtlm ask, no merged copy": (ask, {**env, "EGTLM_MERGED_CACHE": "0"}),
+        }
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for r in range(args.rounds):
+            for name in list(cases)[:: 1 if r % 2 == 0 else -1]:
+                times[name].append(run(*cases[name]))
+            print(f"round {r + 1}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()), flush=True)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    rows = [[name, f"{median[name]:.2f}", " / ".join(f"{t:.2f}" for t in times[name])] for name in cases]
+    gain = median["egtlm ask, no merged copy"] / median["egtlm ask"]
+    page = f"""# Cold start: a new process answering one question
+
+`python benchmarks/cold_start.py --rounds {args.rounds} --threads {args.threads}` on **{cpu_model()}**
+(`OMP_NUM_THREADS={args.threads}` in each process). Fresh processes, interleaved; the index holds 6
+chunks of the README with their KV states on disk; 16 new tokens.
+
+{markdown_table(["process", "median s", "each round (s)"], rows)}
+
+Keeping the adapter merged (`<cache>/merged`, made at the first load) makes a cold `egtlm ask`
+**{gain:.2f}×** as fast as merging it with peft at every load. The target (≤ 5 s) is not met here:
+importing torch and transformers' model classes, loading the weights and decoding at ~60 ms a
+token on this CPU (docs/benchmarks/decode_speed.md) leave more than that.
+"""
+    write_text(args.out, page)
+    print(
+        f"ask {median['egtlm ask']:.2f} s vs {median['egtlm ask, no merged copy']:.2f} s "
+        f"({gain:.2f}×); wrote {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
