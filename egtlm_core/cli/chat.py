@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ..model import EgtLM
 from .io import (
     UsageError,
 )
@@ -14,6 +13,9 @@ from .options import (
     _positive_int,
     load_model,
 )
+
+if TYPE_CHECKING:
+    from ..model import EgtLM
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import ATTENTIONS, POOLINGS, PROMPT_FORMATS
-from ..embedding.prompts import format_instruction
-from ..model import EgtLM
 from .io import (
     JSONL_SUFFIXES,
     UsageError,
@@ -24,6 +22,9 @@ from .options import (
     _positive_int,
     load_model,
 )
+
+if TYPE_CHECKING:
+    from ..model import EgtLM
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -76,6 +77,8 @@ def resolve_instruction(m: EgtLM, args: argparse.Namespace) -> str | None:
         task = args.instruction
     else:
         return None
+    from ..embedding.prompts import format_instruction
+
     return format_instruction(task, c.prompt_format, c.prompt_template)
 
 

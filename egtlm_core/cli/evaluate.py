@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..evaluation.datasets import data_dir
 from ..evaluation.runner import ALIASES, DESCRIPTION, HEADLINE, TASKS, EvalOptions, run_eval
 from ..evaluation.sts import SIDES
@@ -81,6 +79,8 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
     from ..model import EgtLM
 
     if args.json is not None and not args.json.parent.is_dir():

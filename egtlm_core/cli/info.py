@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from typing import Any
-
-import torch
-import transformers
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..loading import default_model, devices
-from ..model import EgtLM
+from ..loading import default_model
 from .options import (
     load_model,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..model import EgtLM
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -37,6 +38,8 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def auto_dtype_report(device: torch.device) -> tuple[torch.dtype, str]:
     """The dtype "auto" resolves to on `device`, and why."""
+    from ..loading import devices
+
     dtype = devices.resolve_dtype("auto", device)
     if device.type == "cuda":
         return dtype, "bfloat16 is always used on CUDA"
@@ -76,6 +79,11 @@ def describe_model(m: EgtLM) -> dict[str, Any]:
 
 
 def gather_info(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    from ..loading import devices
+
     device = devices.resolve_device(args.device)
     dtype, reason = auto_dtype_report(device)
     info: dict[str, Any] = {

@@ -19,8 +19,6 @@ import os
 import sys
 from collections.abc import Iterator
 
-from transformers.utils import logging as hf_logging
-
 from .. import __version__
 from . import chat, encode, evaluate, info, mine, rag, serve, train
 from .options import (
@@ -55,11 +53,13 @@ def setup_logging(verbose: bool) -> None:
 
 
 @contextlib.contextmanager
-def quiet_transformers(verbose: bool) -> Iterator[None]:
-    """Hide transformers' loading bars and load reports unless --verbose (restored afterwards)."""
-    if verbose:
+def quiet_transformers(quiet: bool) -> Iterator[None]:
+    """Hide transformers' loading bars and load reports while `quiet` (restored afterwards)."""
+    if not quiet:
         yield
         return
+    from transformers.utils import logging as hf_logging
+
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     setup_logging(args.verbose)
     try:
-        with quiet_transformers(args.verbose):
+        # --verbose shows them; a client of a running server (`--server`) loads no model and so
+        # imports no transformers
+        with quiet_transformers(not args.verbose and not getattr(args, "server", None)):
             return args.func(args)
     except KeyboardInterrupt:
         print(file=sys.stderr)

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..training.mining import MiningOptions, mine_hard_negatives, read_mining_rows
 from .io import JSONL_SUFFIXES, UsageError, read_input, split_lines
 from .options import _positive_int, load_model
 
@@ -62,6 +61,8 @@ def read_corpus(path: str) -> list[Any]:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
+    from ..training.mining import MiningOptions, mine_hard_negatives, read_mining_rows
+
     if not Path(args.input).is_file():
         raise UsageError(f"Input file '{args.input}' does not exist.")
     options = MiningOptions(args.ranks[0], args.ranks[1], args.negatives, args.seed, args.batch_size)

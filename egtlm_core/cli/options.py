@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
-from ..model import EgtLM
+if TYPE_CHECKING:
+    from ..model import EgtLM
 
 logger = logging.getLogger(__name__)
 
@@ -53,5 +55,7 @@ def load_model(args: argparse.Namespace, mode: str) -> EgtLM:
     """An `EgtLM` from the shared model options (and the encode options, where given)."""
     names = ("pooling", "attention", "prompt_format")
     settings = {k: v for k in names if (v := getattr(args, k, None)) is not None}
+    from ..model import EgtLM  # here: a command that loads no model imports no torch
+
     logger.info("Loading %s (mode=%s)", args.model or "the default model", mode)
     return EgtLM(args.model, mode=mode, torch_dtype=args.dtype, device=args.device, **settings)

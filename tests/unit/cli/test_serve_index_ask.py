@@ -94,3 +94,18 @@ def test_index_and_ask_in_process(tiny_llama_dir, corpus, tmp_path):
 def test_ask_without_an_index_is_a_usage_error(tiny_llama_dir, tmp_path):
     asked = _run("ask", "q", "--model", str(tiny_llama_dir), "--index-file", str(tmp_path / "none.json"))
     assert asked.returncode == 2 and "egtlm index" in asked.stderr
+
+
+LOADED = "import sys; from egtlm_core.cli.main import main; rc = main(sys.argv[1:]); "
+LOADED += "print('heavy:', sorted(m for m in ('torch', 'transformers', 'scipy') if m in sys.modules)); sys.exit(rc)"
+
+
+def test_a_client_of_the_server_and_help_import_no_torch(served):
+    """`egtlm --help` and `egtlm ask --server` load no model, so they pay no torch/transformers import
+    (~3-5 s of a cold start): the CLI imports what a command uses, when it runs."""
+    for args in (["--help"], ["ask", "Where is Berlin?", "--max-new-tokens", "2", "--server", served]):
+        done = subprocess.run(
+            [sys.executable, "-c", LOADED, *args], env=ENV, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert "heavy: []" in done.stdout, (args, done.stdout[-300:])
