@@ -97,7 +97,9 @@ def test_ask_without_an_index_is_a_usage_error(tiny_llama_dir, tmp_path):
 
 
 LOADED = "import sys; from egtlm_core.cli.main import main; rc = main(sys.argv[1:]); "
-LOADED += "print('heavy:', sorted(m for m in ('torch', 'transformers', 'scipy') if m in sys.modules)); sys.exit(rc)"
+LOADED += (
+    "print('heavy:', sorted(m for m in ('torch', 'transformers', 'scipy') if m in sys.modules)); sys.exit(rc)"
+)
 
 
 def test_a_client_of_the_server_and_help_import_no_torch(served):
