@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cache import CacheKey, CacheTier, DiskTier, MemoryTier, TieredStore  # noqa: F401
+    from .cache import CacheKey, CacheTier, DiskTier, MemoryTier, RedisTier, TieredStore  # noqa: F401
     from .config import EgtLMConfig
     from .embedding.prompts import document_text, format_instruction
     from .generation.chat import ChatResult, ChatStream
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # alone, `egtlm --help` and `egtlm ask --server` load neither torch nor transformers (~3-5 s).
 _LAZY = {
     "CacheKey": "cache", "CacheTier": "cache", "DiskTier": "cache", "MemoryTier": "cache",
-    "TieredStore": "cache",
+    "RedisTier": "cache", "TieredStore": "cache",
     "EgtLMConfig": "config",
     "document_text": "embedding.prompts", "format_instruction": "embedding.prompts",
     "ChatResult": "generation.chat", "ChatStream": "generation.chat",
@@ -76,6 +76,7 @@ __all__ = [
     "IndexedDocument",
     "MemoryTier",
     "RECOMPUTE_TOKENS",
+    "RedisTier",
     "ScoredDocument",
     "TieredStore",
     "ToolCall",

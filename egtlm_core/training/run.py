@@ -22,8 +22,8 @@ import torch
 
 from ..evaluation import read_stsb, subsample
 from ..loading.devices import cpu_auto_dtype_and_reason
-from ..model import EgtLM
 from ..loading.sources import PACKAGED_ADAPTER
+from ..model import EgtLM
 from .config import SHIPPED_ADAPTER, TrainConfig
 from .probe import ChatProbe, GenerationProbe
 from .teachers import TeacherVectors, teacher_vectors

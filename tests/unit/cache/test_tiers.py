@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,12 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from egtlm_core.cache import CacheTier, DiskTier, KVEntry, MemoryTier, TieredStore
+from egtlm_core.cache import CacheTier, DiskTier, KVEntry, MemoryTier, RedisTier, TieredStore
 
-TIER_KINDS = ["memory", "disk", "disk_int8", "disk_budget", "tiered"]
+TIER_KINDS = ["memory", "disk", "disk_int8", "disk_budget", "tiered", "redis", "redis_int8", "tiered_redis"]
 
 
-def build_tier(kind: str, directory: Path) -> CacheTier:
+def build_tier(kind: str, directory: Path, redis_url: str | None = None) -> CacheTier:
+    if "redis" in kind:
+        redis = RedisTier(redis_url, int8=kind == "redis_int8", prefix=f"test:{uuid.uuid4().hex}:")
+        return redis if kind.startswith("redis") else TieredStore([MemoryTier(max_bytes=1 << 26), redis])
     if kind == "memory":
         return MemoryTier(max_bytes=64 * 1024 * 1024)
     if kind == "disk":
@@ -31,12 +35,13 @@ def build_tier(kind: str, directory: Path) -> CacheTier:
 
 @pytest.fixture(params=TIER_KINDS)
 def tier(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CacheTier]:
-    with build_tier(request.param, tmp_path / "kv") as t:
+    url = request.getfixturevalue("redis_url") if "redis" in request.param else None
+    with build_tier(request.param, tmp_path / "kv", url) as t:
         yield t
 
 
 def is_int8(tier: CacheTier) -> bool:
-    return isinstance(tier, DiskTier) and tier.int8
+    return isinstance(tier, (DiskTier, RedisTier)) and tier.int8
 
 
 # --- the contract, run against every tier -------------------------------------------------------
