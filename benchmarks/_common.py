@@ -1,17 +1,17 @@
 """Small helpers shared by the benchmarks: data, timing, machine description, results files, plots.
 
-Kept free of egtlm imports so any benchmark (and any system it compares) can use it. Timings on the
-shared CI/dev machines are noisy, so the helpers favour comparing systems *in the same run*:
-`interleave` runs them A, B, A, B, ... (reversing the order every other round) and the caller
-reports medians and per-round ratios beside the absolute numbers.
+Importing it imports no egtlm module (the data helpers import `egtlm_core.evaluation` when called),
+so any benchmark, and any system it compares, can use it. Like every benchmark it uses public egtlm
+names only (tests/unit/test_layout.py). Timings on the shared CI/dev machines are noisy, so the
+helpers favour comparing systems *in the same run*: `interleave` runs them A, B, A, B, ...
+(reversing the order every other round) and the caller reports medians and per-round ratios beside
+the absolute numbers.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import functools
-import gzip
 import os
 import platform
 import statistics
@@ -35,20 +35,17 @@ def ensure_repo_on_path() -> None:
 
 
 # --- data ---------------------------------------------------------------------------------------
-def data_dir() -> Path:
-    """The shared measurement data (`../shared/data` next to the repo; `EGTLM_DATA_DIR` overrides)."""
-    env = os.environ.get("EGTLM_DATA_DIR")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+def xquad_paragraphs(path: str | os.PathLike | None = None) -> list[tuple[str, Any]]:
+    """(paragraph, its first question) of every XQuAD paragraph in file order, read by
+    `egtlm_core.evaluation.read_xquad` (the shared data folder unless `path`); the question is a
+    `QAItem` (`.question`, `.answers`)."""
+    from egtlm_core.evaluation import read_xquad
 
-
-def read_stsb(split: str = "test", path: str | os.PathLike | None = None) -> list[tuple[str, str, float]]:
-    """STS Benchmark rows of one split as (sentence1, sentence2, score)."""
-    p = Path(path) if path else data_dir() / "stsb_en" / "stsbenchmark.tsv.gz"
-    if not p.is_file():
-        raise FileNotFoundError(f"STS-B not found at {p}; set EGTLM_DATA_DIR to the shared data folder.")
-    with gzip.open(p, "rt", encoding="utf8") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [(r["sentence1"], r["sentence2"], float(r["score"])) for r in reader if r["split"] == split]
+    qa = read_xquad(path)
+    first: dict[int, Any] = {}
+    for item in qa.questions:
+        first.setdefault(item.paragraph, item)
+    return [(text, first[i]) for i, text in enumerate(qa.paragraphs) if i in first]
 
 
 def spread_subset(items: Sequence[Any], n: int | None) -> list[Any]:
@@ -98,7 +95,7 @@ def cpu_pressure() -> str | None:
     return f"{parts.get('avg10', '?')}% (10 s) / {parts.get('avg60', '?')}% (60 s)"
 
 
-def _cpu_times() -> tuple[int, int] | None:
+def cpu_times() -> tuple[int, int] | None:
     """(busy, total) jiffies over all CPUs from /proc/stat; None where unavailable."""
     try:
         fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -120,13 +117,13 @@ def wait_for_quiet(
     there are). -> True if it got quiet. Returns at once where /proc/stat is unavailable."""
     deadline = time.monotonic() + max_wait_s
     quiet_for = 0.0
-    prev = _cpu_times()
+    prev = cpu_times()
     if prev is None:
         return True
     busy = 1.0
     while time.monotonic() < deadline:
         time.sleep(step_s)
-        cur = _cpu_times()
+        cur = cpu_times()
         if cur is None:
             return True
         busy = (cur[0] - prev[0]) / max(cur[1] - prev[1], 1)
@@ -137,6 +134,19 @@ def wait_for_quiet(
     if log:
         log(f"CPUs still {busy:.0%} busy with other work after {max_wait_s:.0f} s; measuring anyway")
     return False
+
+
+def egtlm_auto_dtype(device: str = "cpu") -> tuple[str, str]:
+    """(dtype, why) that `EgtLM(torch_dtype="auto")` picks on `device`, from `egtlm info --json` in a
+    child process: learning it loads no weights into this one (which some benchmarks measure)."""
+    import json
+
+    paths = [str(REPO_ROOT), str(REPO_ROOT / "integrations"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    command = [sys.executable, "-m", "egtlm_core.cli.main", "info", "--json", "--device", device]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env, timeout=600)
+    info = json.loads(out.stdout)
+    return info["auto_dtype"], info["auto_dtype_reason"]
 
 
 def machine_info(extra_packages: Iterable[str] = ("torch", "transformers")) -> dict[str, str]:
@@ -219,6 +229,30 @@ def interleave(
 def paired_ratios(slow: Timings, fast: Timings) -> list[float]:
     """slow/fast time per round (>1: `fast` is faster); rounds pair runs taken close in time."""
     return [a / b for a, b in zip(slow.seconds, fast.seconds, strict=True)]
+
+
+def med(xs: Iterable[float]) -> float:
+    """The median (the benchmarks report medians: robust to bursts of other jobs' load)."""
+    return statistics.median(xs)
+
+
+def median_ms(seconds: Iterable[float]) -> float:
+    """The median of durations in seconds, in milliseconds."""
+    return statistics.median(seconds) * 1e3
+
+
+def iqr(xs: Sequence[float]) -> tuple[float, float]:
+    """(first, third) quartile; the value itself for a single run."""
+    if len(xs) < 2:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4)
+    return q[0], q[2]
+
+
+def ratio(slow: Sequence[float], fast: Sequence[float]) -> float:
+    """Median of per-run slow/fast ratios (>1: `fast` is faster); runs at the same index pair
+    measurements taken close in time, e.g. the same question in the same round."""
+    return med(a / b for a, b in zip(slow, fast, strict=True))
 
 
 @dataclass

@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from egtlm_core import EgtLMConfig  # noqa: E402
+from egtlm_core.evaluation import read_stsb  # noqa: E402
 
 DEFAULTS = EgtLMConfig()  # what EgtLM() embeds with, named in the write-up
 
@@ -59,8 +60,7 @@ def load_systems(dtype_override: str | None) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    from egtlm_core import EgtLM
-    from egtlm_core.loading.default_model import default_model_dir
+    from egtlm_core import EgtLM, default_model_dir
 
     model_dir = str(default_model_dir())
     kw: dict[str, Any] = {"torch_dtype": dtype_override} if dtype_override else {}
@@ -102,12 +102,8 @@ def load_systems(dtype_override: str | None) -> dict[str, Any]:
 
 
 def egt_token_ids(m: Any, texts: list[str]) -> list[list[int]]:
-    """Exactly the ids `m.encode(texts)` feeds the model (no instruction)."""
-    from egtlm_core.embedding.encoding import tokenize_for_embedding
-
-    return [
-        t.ids for t in tokenize_for_embedding(m.tokenizer, texts, "", m.config.max_length, m._suffix_ids())
-    ]
+    """Exactly the ids `m.encode(texts, instruction="")` feeds the model (`embedding_inputs`)."""
+    return [t.ids for t in m.embedding_inputs(texts)]
 
 
 def st_token_ids(st: Any, texts: list[str], chunk: int = 256) -> list[list[int]]:
@@ -139,9 +135,7 @@ def profile_breakdown(m: Any, texts: list[str], batch_size: int) -> dict[str, fl
     wall time outside any op (Python, HF module plumbing) and tokenization timed on its own."""
     from torch.profiler import ProfilerActivity, profile
 
-    from egtlm_core.embedding.encoding import tokenize_for_embedding
-
-    tok_s, _ = C.timed(lambda: tokenize_for_embedding(m.tokenizer, texts, "", m.config.max_length, []))
+    tok_s, _ = C.timed(lambda: m.embedding_inputs(texts))
     m.encode(texts[:64], batch_size=batch_size, show_progress_bar=False)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         wall, _ = C.timed(lambda: m.encode(texts, batch_size=batch_size, show_progress_bar=False))
@@ -168,11 +162,11 @@ def profile_breakdown(m: Any, texts: list[str], batch_size: int) -> dict[str, fl
 
 def padding_overhead(m: Any, texts: list[str], batch_size: int) -> tuple[int, int]:
     """(real tokens, padded tokens) for encode's length-sorted batches."""
-    from egtlm_core.embedding.encoding import length_sorted_batches, tokenize_for_embedding
+    from egtlm_core.adapter_kit import length_sorted_batches
 
-    items = tokenize_for_embedding(m.tokenizer, texts, "", m.config.max_length, [])
+    items = m.embedding_inputs(texts)
     real = sum(len(t.ids) for t in items)
-    batches = length_sorted_batches(items, batch_size, m._max_batch_tokens())
+    batches = length_sorted_batches(items, batch_size, m.max_batch_tokens)
     padded = sum(len(b) * max(len(items[i].ids) for i in b) for b in batches)
     return real, padded
 
@@ -211,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     info = C.machine_info(("torch", "transformers", "sentence-transformers"))
     info["cpu pressure at start (PSI some)"] = C.cpu_pressure() or "n/a"
 
-    stsb = C.read_stsb("test")
-    everything = [s for a, b, _ in stsb for s in (a, b)]
+    everything = [s for p in read_stsb("test") for s in (p.text1, p.text2)]
     sentences = C.spread_subset(everything, args.n)
     sub = C.spread_subset(sentences, args.default_n)
     inv = C.spread_subset(sentences, args.investigate_n)
@@ -232,14 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     st_dname = str(S["st_default_dtype"]).removeprefix("torch.")
     info["EgtLM dtype ('auto')"] = dname
     if args.dtype is None:
-        from egtlm_core.loading.devices import cpu_dtype_timings
-
-        fp32_s, bf16_s = cpu_dtype_timings()
-        info["'auto' dtype probe (devices.py)"] = (
-            f"fp32 {fp32_s * 1e3:.1f} ms, bf16 {bf16_s * 1e3:.1f} ms "
-            f"({fp32_s / bf16_s:.1f}×; bf16 needs ≥ 1.3×)"
-        )
-    info["attention kernel"] = str(egt_default.model.config._attn_implementation)
+        info["why 'auto' picked it (`egtlm info`)"] = C.egtlm_auto_dtype("cpu")[1]
+    info["attention kernel"] = egt_default.attention_kernel
     log(f"loaded in {time.perf_counter() - t0:.1f} s; EgtLM dtype {dname}, ST default dtype {st_dname}")
 
     # --- same tokens? -----------------------------------------------------------------------------
@@ -282,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     chunks, chunk_idx = chunked(sentences, args.chunk)
     sub_chunks, _ = chunked(sub, max(args.chunk // 4, bs))
     chunk_flops = [
-        model_flops(egt_default._loaded.body, [lens_default[i] for i in ix], default_bidir)[0]
+        model_flops(egt_default.model.get_decoder(), [lens_default[i] for i in ix], default_bidir)[0]
         for ix in chunk_idx
     ]
 
@@ -337,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     r2m = dm.total_median / c.total_median if dm else None
     # --- row 3 ------------------------------------------------------------------------------------
     e = TA["EgtLM default"]
-    flops, params = model_flops(egt_default._loaded.body, lens_default, bidirectional=default_bidir)
+    flops, params = model_flops(egt_default.model.get_decoder(), lens_default, bidirectional=default_bidir)
     flat_peaks = [p for row in peaks for p in row]
     peak_best, peak_median = max(flat_peaks), statistics.median(flat_peaks)
     share_best = flops / e.total_best / peak_best
@@ -468,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 torch.set_num_threads(threads)
             lens_inv = [len(x) for x in egt_token_ids(egt_default, inv)]
-            flops_inv, _ = model_flops(egt_default._loaded.body, lens_inv, default_bidir)
+            flops_inv, _ = model_flops(egt_default.model.get_decoder(), lens_inv, default_bidir)
             t1 = ctl["EgtLM default"]
             inv_res["one_thread"] = {
                 "sent_s": len(inv) / t1.total_best,
@@ -568,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     def status(ok: bool) -> str:
         return "**met**" if ok else "**not met**"
 
-    body_cfg = egt_default._loaded.body.config
+    body_cfg = egt_default.model.config
     md: list[str] = []
     add = md.append
     add("# Encode throughput: EgtLM vs sentence-transformers\n")
@@ -583,12 +570,11 @@ def main(argv: list[str] | None = None) -> int:
         "rounds); each system's time is the sum over chunks of its median round, and a speed-up is the "
         "ratio of those times. Rerun before relying on a second digit._\n"
     )
-    probe = info.get("'auto' dtype probe (devices.py)", "")
+    why = info.get("why 'auto' picked it (`egtlm info`)", "")
     if dtype == torch.float32 and args.dtype is None and "bf16" in info["isa"]:
         add(
-            '_Note: `torch_dtype="auto"` picked float32 in this run although the CPU has bf16 instructions: '
-            "its probe (one small matmul per dtype, `egtlm_core/devices.py`) was disturbed by other jobs "
-            f"({probe})._\n"
+            '_Note: `torch_dtype="auto"` picked float32 in this run although the CPU has bf16 instructions '
+            f"({why})._\n"
         )
     add(f"![encode throughput]({PNG_PATH.name})\n")
     add("## Results\n")

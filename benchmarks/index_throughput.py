@@ -36,8 +36,7 @@ SYSTEMS = {"two passes": "instruction", "one pass": "rag"}
 
 
 def load_sets(args: argparse.Namespace) -> dict[str, object]:
-    from egtlm_core.evaluation.datasets import read_scifact, read_xquad, subsample
-    from egtlm_core.evaluation.retrieval import corpus_subset, qa_as_retrieval
+    from egtlm_core.evaluation import corpus_subset, qa_as_retrieval, read_scifact, read_xquad, subsample
 
     xquad = qa_as_retrieval(read_xquad())
     scifact = read_scifact("test")
@@ -59,7 +58,7 @@ def index_with(model_name: str, context: str, texts: list[str]):
 
 def quality(m, data) -> dict[str, float]:
     """Retrieval metrics of the vectors `m` indexed (its own DocumentIndex), queries via encode_queries."""
-    from egtlm_core.evaluation.retrieval import score_rankings, top_k
+    from egtlm_core.evaluation import score_rankings, top_k
 
     doc_ids = list(data.corpus)
     index = m.documents

@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import json
-import statistics
 import tempfile
 import time
 import warnings
@@ -47,14 +45,18 @@ from _common import (
     BarGroup,
     bar_plot,
     cpu_pressure,
-    data_dir,
+    egtlm_auto_dtype,
     ensure_repo_on_path,
+    iqr,
     machine_info,
     machine_markdown,
     markdown_table,
+    med,
+    ratio,
     spread_subset,
     text_table,
     write_text,
+    xquad_paragraphs,
 )
 
 ensure_repo_on_path()
@@ -69,9 +71,7 @@ from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-from egtlm_core import RECOMPUTE_TOKENS  # noqa: E402
-from egtlm_core.loading.default_model import default_model_dir  # noqa: E402
-from egtlm_core.loading.devices import resolve_device, resolve_dtype  # noqa: E402
+from egtlm_core import RECOMPUTE_TOKENS, default_model_dir  # noqa: E402
 
 TARGET = 3.0  # huggingface latency / egtlm latency, per question (median)
 CAPS = (1, 4, 8, 16, 32, 64)  # answer lengths (tokens) at which the streamed latency is also read
@@ -98,16 +98,14 @@ class Question:
 
 def xquad_questions(n: int) -> list[Question]:
     """One question per paragraph (its first), `n` of them spread over the 240 paragraphs."""
-    path = data_dir() / "xquad" / "xquad.en.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"XQuAD not found at {path}; set EGTLM_DATA_DIR to the shared data folder.")
-    articles = json.loads(path.read_text(encoding="utf-8"))["data"]
-    paragraphs = [p for a in articles for p in a["paragraphs"]]
-    picked = spread_subset(paragraphs, n)
-    return [
-        Question(p["qas"][0]["question"], [a["text"] for a in p["qas"][0]["answers"]], p["context"])
-        for p in picked
-    ]
+    picked = spread_subset(xquad_paragraphs(), n)
+    return [Question(q.question, list(q.answers), text) for text, q in picked]
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """A dtype by name; "auto" is what `EgtLM` picks on this CPU (`egtlm info`), so both stacks
+    run in the dtype egtlm would choose."""
+    return getattr(torch, egtlm_auto_dtype("cpu")[0] if name == "auto" else name)
 
 
 # --- memory ---------------------------------------------------------------------------------------
@@ -365,22 +363,6 @@ def run_questions(runs: list[Runs], questions: list[Question], rounds: int, toke
 
 
 # --- report ---------------------------------------------------------------------------------------
-def med(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
-def iqr(xs: list[float]) -> tuple[float, float]:
-    if len(xs) < 2:
-        return xs[0], xs[0]
-    q = statistics.quantiles(xs, n=4)
-    return q[0], q[2]
-
-
-def ratio(slow: list[float], fast: list[float]) -> float:
-    """Median of per-run ratios (runs of the same question in the same round sit close in time)."""
-    return med([a / b for a, b in zip(slow, fast, strict=True)])
-
-
 @dataclass
 class Summary:
     runs: dict[str, Runs]
@@ -784,7 +766,7 @@ def main() -> None:
             "Set up with `bash scripts/setup_env.sh test,bench`, or add it to a test env with "
             "`pip install --no-deps langchain-huggingface` (a plain install downgrades huggingface-hub)."
         )
-    dtype = resolve_dtype(args.dtype, resolve_device("cpu"))
+    dtype = torch_dtype(args.dtype)
     questions = xquad_questions(args.n)
     texts = [q.context for q in questions]
     packages = ("torch", "transformers", "sentence-transformers", "langchain-core", "langchain-huggingface")

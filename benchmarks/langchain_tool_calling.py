@@ -14,26 +14,30 @@ Each row is a success rate over a small, fixed set of prompts (greedy decoding i
 
     python benchmarks/langchain_tool_calling.py     # ~5 minutes on 2 busy CPU cores
 
+Everything goes through `ChatEgtLM` as an application would call it; the alternative rendering of a
+tool round trip is built from LangChain messages that ChatEgtLM passes through as they are (an
+assistant message holding the JSON call, a `ChatMessage` with the "tool" role).
+
 Prints the table and writes docs/benchmarks/langchain_tool_calling.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "integrations"):
     sys.path.insert(0, str(p))
 
-import langchain_egtlm.chat_models as chat_models  # noqa: E402
 import torch  # noqa: E402
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, ToolMessage  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
 from langchain_egtlm import ChatEgtLM  # noqa: E402
-from langchain_egtlm._messages import to_chat_messages  # noqa: E402
 from pydantic import BaseModel, Field, ValidationError  # noqa: E402
 
 
@@ -138,35 +142,31 @@ def auto_call_sampled(chat: ChatEgtLM, seeds: int = 10) -> tuple[int, int]:
     return hits, seeds
 
 
-def _json_tool_role(messages: list) -> list[dict[str, str]]:
-    """The alternative rendering: JSON call in the assistant turn, result in a "tool" turn."""
-    out = []
-    for m in messages:
-        if isinstance(m, AIMessage):
-            calls = [json.dumps({"name": c["name"], "arguments": c["args"]}) for c in m.tool_calls]
-            out.append({"role": "assistant", "content": "\n".join(calls)})
-        elif isinstance(m, ToolMessage):
-            out.append({"role": "tool", "content": str(m.content)})
-        else:
-            out.extend(to_chat_messages([m]))
-    return out
+def ours(q: str, name: str, args: dict, result: str) -> list[BaseMessage]:
+    """A tool round trip as LangChain holds it; ChatEgtLM writes the call in words and the result as
+    a user turn."""
+    call = {"name": name, "args": args, "id": "c1", "type": "tool_call"}
+    return [
+        HumanMessage(q),
+        AIMessage("", tool_calls=[call]),
+        ToolMessage(result, tool_call_id="c1", name=name),
+    ]
 
 
-def result_used(chat: ChatEgtLM, render) -> tuple[int, int]:
-    chat_models.to_chat_messages = render
-    try:
-        hits = 0
-        for t, q, args, res, wanted in RESULT_CASES:
-            history = [
-                HumanMessage(q),
-                AIMessage("", tool_calls=[{"name": t.name, "args": args, "id": "c1", "type": "tool_call"}]),
-                ToolMessage(res, tool_call_id="c1", name=t.name),
-            ]
-            answer = chat.bind_tools([t]).invoke(history)
-            hits += any(w.lower() in str(answer.content).lower() for w in wanted)
-        return hits, len(RESULT_CASES)
-    finally:
-        chat_models.to_chat_messages = to_chat_messages
+def json_tool_role(q: str, name: str, args: dict, result: str) -> list[BaseMessage]:
+    """The alternative: the JSON call as the assistant turn, the result in a "tool" role turn."""
+    call = json.dumps({"name": name, "arguments": args})
+    return [HumanMessage(q), AIMessage(call), ChatMessage(role="tool", content=result)]
+
+
+def result_used(
+    chat: ChatEgtLM, history: Callable[[str, str, dict, str], list[BaseMessage]]
+) -> tuple[int, int]:
+    hits = 0
+    for t, q, args, res, wanted in RESULT_CASES:
+        answer = chat.bind_tools([t]).invoke(history(q, t.name, args, res))
+        hits += any(w.lower() in str(answer.content).lower() for w in wanted)
+    return hits, len(RESULT_CASES)
 
 
 def forced(chat: ChatEgtLM) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -207,13 +207,16 @@ def structured(chat: ChatEgtLM) -> dict[str, tuple[int, int]]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     chat = ChatEgtLM(max_tokens=64)
     start = time.perf_counter()
     rows: dict[str, str] = {}
     rows["auto_call"] = rate(*auto_call(chat))
     rows["auto_call_sampled"] = rate(*auto_call_sampled(chat))
-    rows["result_used (ours: words + user turn)"] = rate(*result_used(chat, to_chat_messages))
-    rows["result_used (JSON call + tool role)"] = rate(*result_used(chat, _json_tool_role))
+    rows["result_used (ours: words + user turn)"] = rate(*result_used(chat, ours))
+    rows["result_used (JSON call + tool role)"] = rate(*result_used(chat, json_tool_role))
     valid, right = forced(chat)
     rows["forced_valid"], rows["forced_args_right"] = rate(*valid), rate(*right)
     for name, value in structured(chat).items():

@@ -39,19 +39,20 @@ from _common import (
     bar_plot,
     cpu_pressure,
     ensure_repo_on_path,
+    iqr,
     machine_info,
     machine_markdown,
     markdown_table,
+    med,
+    ratio,
     text_table,
     write_text,
 )
 from langchain_rag import (
-    iqr,
-    med,
     peak_mb,
-    ratio,
     reset_peak,
     rss_mb,
+    torch_dtype,
     transformers_models,
     weight_storages,
     xquad_questions,
@@ -66,7 +67,6 @@ from llama_index.core import Document, StorageContext, VectorStoreIndex  # noqa:
 from llama_index.vector_stores.chroma import ChromaVectorStore  # noqa: E402
 
 from egtlm_core import default_model_dir  # noqa: E402
-from egtlm_core.loading.devices import resolve_device, resolve_dtype  # noqa: E402
 
 TARGET = 3.0  # huggingface TTFT / egtlm TTFT, per question (median of ratios)
 PACKAGES = ("torch", "transformers", "sentence-transformers", "llama-index-core", "chromadb")
@@ -371,7 +371,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    dtype = resolve_dtype(args.dtype, resolve_device("cpu"))
+    dtype = torch_dtype(args.dtype)
     questions = xquad_questions(args.n)
     texts = [q.context for q in questions]
     info = machine_info((*PACKAGES, *HF_PACKAGES))

@@ -3,23 +3,25 @@
 For each of `--n` XQuAD questions (a seeded sample of the 1190), the top-`--k` paragraphs are
 retrieved from all 240 with EgtLM embeddings (`encode_documents` / `encode_queries`, cosine); if the
 gold paragraph is not among them it replaces the last one (retrieval recall@k is reported on its
-own). The question is then answered greedily (`--max-new-tokens`) five ways:
+own). The question is then answered greedily (`--max-new-tokens`) five ways, each an `EgtLM.answer`
+call on an `EgtLM` over the same shared weights with its own `cache_store`:
 
     full       the whole prompt prefilled (`answer(..., reuse_cache=False)`)
     reuse      stored paragraph states spliced in, every token (`answer(..., recompute_tokens=0)`)
     recompute  reuse with `recompute_tokens=--recompute` (each spliced paragraph's first tokens live)
     int8       reuse with states read from a `DiskTier(int8=True)` (dequantised on load), no recompute
-    no-RAG     the question alone (`EgtLM.chat` with the same system prompt)
+    no-RAG     the same layout with no paragraphs (`answer(question, documents=[])`)
 
 Answer metrics (SQuAD normalisation: lowercase, no punctuation/articles, single spaces): *match* =
 a normalised gold answer is contained in the normalised output (GritLM's RAG metric), token F1, and
 EM (near 0 for a chatty model that answers in sentences). Fidelity: the full-prefill greedy
-continuation is teacher-forced through each reuse cache and the per-position next-token
-distributions are compared (top-1 agreement, mean KL(full ‖ method)); int8 is also compared with
-the non-int8 reuse path. A second pass answers `--n-single` questions from the gold paragraph alone
-(k = 1, the paragraph right after the fixed prefix) with reuse and full prefill and counts identical
-outputs, in the run's dtype and (`--n-single-fp32`) in float32; `--fp32-check` repeats the
-fidelity comparison in float32, where rounding does not blur it.
+continuation is teacher-forced through each reuse cache (the same `answer` call with a logits
+processor that records each step's scores and forces the next token) and the per-position
+next-token distributions are compared (top-1 agreement, mean KL(full ‖ method)); int8 is also
+compared with the non-int8 reuse path. A second pass answers `--n-single` questions from the gold
+paragraph alone (k = 1, the paragraph right after the fixed prefix) with reuse and full prefill and
+counts identical outputs, in the run's dtype and (`--n-single-fp32`) in float32; `--fp32-check`
+repeats the fidelity comparison in float32, where rounding does not blur it.
 
     python benchmarks/rag_quality.py                # 100 questions
     python benchmarks/rag_quality.py --n 20 --n-single 10 --threads 1
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import math
 import os
@@ -51,15 +54,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import machine_facts  # noqa: E402
 
-from egtlm_core import EgtLM  # noqa: E402
-from egtlm_core.cache import DiskTier, MemoryTier  # noqa: E402
-from egtlm_core.evaluation.answers import answer_metrics  # noqa: E402
-from egtlm_core.generation.chat import generation_config  # noqa: E402
-from egtlm_core.modeling.compat import cache_kwarg  # noqa: E402
-from egtlm_core.rag.engine import SharedCacheRAG  # noqa: E402
-from egtlm_core.rag.segment_plan import DEFAULT_SYSTEM, plain_prompt_ids  # noqa: E402
+from egtlm_core import DiskTier, EgtLM, MemoryTier  # noqa: E402
+from egtlm_core.evaluation import answer_metrics, read_xquad  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "xquad" / "xquad.en.json"
 DOCS_DIR = ROOT / "docs" / "benchmarks"
 METHODS = ("full", "reuse", "recompute", "int8", "no-RAG")
 TARGET_MATCH_GAP = 2.0  # points
@@ -94,58 +91,59 @@ def tfidf_recall(contexts: list[str], questions: list[dict[str, Any]], k: int) -
     return hits / len(questions)
 
 
-def load_questions(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    contexts, questions = [], []
-    for article in data["data"]:
-        for para in article["paragraphs"]:
-            for qa in para["qas"]:
-                questions.append(
-                    {
-                        "id": qa["id"],
-                        "question": qa["question"],
-                        "answers": [a["text"] for a in qa["answers"]],
-                        "gold": len(contexts),
-                    }
-                )
-            contexts.append(para["context"])
-    return contexts, questions
+def load_questions(path: Path | None) -> tuple[list[str], list[dict[str, Any]]]:
+    """XQuAD's paragraphs and its questions in file order (`evaluation.read_xquad`)."""
+    qa = read_xquad(path)
+    questions = [
+        {"id": q.id, "question": q.question, "answers": list(q.answers), "gold": q.paragraph}
+        for q in qa.questions
+    ]
+    return qa.paragraphs, questions
 
 
-# --- fidelity: teacher forcing ---------------------------------------------------------------------
-def full_generation(m: EgtLM, ids: list[int], max_new_tokens: int) -> tuple[list[int], torch.Tensor]:
-    """The full-prefill greedy continuation and the logits that chose each of its tokens."""
-    model = m.model
-    config = generation_config(m.tokenizer, model, max_new_tokens, 0.0, 1.0)
-    input_ids = torch.tensor([ids])
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            generation_config=config,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    cont = out.sequences[0, len(ids) :].tolist()
-    return cont, torch.cat([x.float() for x in out.logits])  # [T, vocab]
+# --- fidelity: teacher forcing through `answer` ------------------------------------------------------
+class StepScores:
+    """A logits processor for `EgtLM.answer`: keeps each step's scores (float32 [vocab]) and the
+    prompt's token ids; given `tokens`, it forces them one per step (teacher forcing)."""
+
+    def __init__(self, tokens: list[int] | None = None):
+        self.tokens = tokens
+        self.scores: list[torch.Tensor] = []
+        self.prompt: list[int] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if not self.scores:
+            self.prompt = input_ids[0].tolist()
+        self.scores.append(scores[0].float().clone())
+        if self.tokens is None:
+            return scores
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.tokens[len(self.scores) - 1]] = 0.0
+        return forced
 
 
-def forced_logits(m: EgtLM, rag: SharedCacheRAG, plan: Any, cont: list[int], recompute: int) -> torch.Tensor:
-    """Next-token logits at each position of `cont` when it is fed after the reuse cache of `plan`."""
-    cache, _ = rag.reuser.build(plan, recompute_tokens=recompute)
-    start = cache.get_seq_length()
-    live = list(plan.segments[-1].token_ids) + cont[:-1]
-    ids = torch.tensor([live])
-    with torch.inference_mode():
-        out = m.model(
-            input_ids=ids,
-            attention_mask=torch.ones(1, start + len(live), dtype=torch.long),
-            position_ids=torch.arange(start, start + len(live))[None],
-            use_cache=True,
-            logits_to_keep=len(cont),
-            **{cache_kwarg(m.model.forward): cache},
-        )
-    return out.logits[0].float()
+def full_generation(
+    m: EgtLM, question: str, docs: list[str], max_new_tokens: int
+) -> tuple[str, list[int], torch.Tensor, list[int]]:
+    """The full-prefill greedy answer: its text, its tokens, the scores that chose each [T, vocab],
+    and the prompt's token ids."""
+    steps = StepScores()
+    result = m.answer(
+        question, docs, reuse_cache=False, max_new_tokens=max_new_tokens, logits_processor=[steps]
+    )
+    scores = torch.stack(steps.scores)
+    return result.text, scores.argmax(-1).tolist(), scores, steps.prompt
+
+
+def forced_scores(
+    m: EgtLM, question: str, docs: list[str], cont: list[int], recompute: int
+) -> tuple[Any, Any]:
+    """Next-token scores at each position of `cont` fed through `m`'s reuse path -> (scores, result)."""
+    steps = StepScores(cont)
+    result = m.answer(
+        question, docs, max_new_tokens=len(cont), recompute_tokens=recompute, logits_processor=[steps]
+    )
+    return torch.stack(steps.scores), result
 
 
 def one_forward_logits(m: EgtLM, ids: list[int], cont: list[int]) -> torch.Tensor:
@@ -158,29 +156,6 @@ def one_forward_logits(m: EgtLM, ids: list[int], cont: list[int]) -> torch.Tenso
     return out.logits[0].float()
 
 
-def plain_answers(m: EgtLM, questions: list[str], max_new_tokens: int, batch: int = 16) -> list[str]:
-    """No-RAG answers (`plain_prompt_ids`: system prompt + question), greedy, in left-padded batches.
-
-    Batching only changes rounding (each row is masked from the others); it turns 48 decode steps
-    per question into 48 per batch, the no-RAG floor's whole cost.
-    """
-    model, tok = m.model, m.tokenizer
-    config = generation_config(tok, model, max_new_tokens, 0.0, 1.0)
-    eos = set(config.eos_token_id)
-    texts = []
-    for b in range(0, len(questions), batch):
-        prompts = [plain_prompt_ids(tok, q) for q in questions[b : b + batch]]
-        width = max(map(len, prompts))
-        ids = torch.tensor([[config.pad_token_id] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-        for row in out[:, width:].tolist():
-            cut = next((i for i, t in enumerate(row) if t in eos), len(row))
-            texts.append(tok.decode(row[:cut], skip_special_tokens=True))
-    return texts
-
-
 def compare(ref: torch.Tensor, got: torch.Tensor) -> tuple[int, int, float]:
     """(positions where the top-1 tokens agree, positions, summed KL(ref ‖ got))."""
     lp, lq = torch.log_softmax(ref, -1), torch.log_softmax(got, -1)
@@ -188,71 +163,90 @@ def compare(ref: torch.Tensor, got: torch.Tensor) -> tuple[int, int, float]:
     return int((ref.argmax(-1) == got.argmax(-1)).sum()), ref.shape[0], float(kl.sum())
 
 
+def add(agree: dict[str, list[float]], label: str, ref: torch.Tensor, got: torch.Tensor) -> None:
+    a, n, kl = compare(ref, got)
+    acc = agree[label]
+    acc[0], acc[1], acc[2] = acc[0] + a, acc[1] + n, acc[2] + kl
+
+
 # --- the run -----------------------------------------------------------------------------------------
 class Stores:
-    """One model's reuse engines: RAM (native), int8 disk, and int8 paragraphs with a native prefix."""
+    """One dtype's models over the same weights: reuse from RAM (native), from an int8 `DiskTier`
+    holding the same captured states, and from RAM with int8-rounded paragraphs but the prefix
+    native (a what-if store)."""
 
-    def __init__(self, m: EgtLM, tmp: Path):
-        self.m = m
-        self.rag = SharedCacheRAG(m._loaded, m, store=MemoryTier(max_bytes=8 << 30))
-        self.rag8 = SharedCacheRAG(m._loaded, m, store=DiskTier(tmp / "int8", int8=True))
-        # int8 files for the paragraphs, the (shared, tiny) prefix kept native: a what-if store
-        self.mixed = SharedCacheRAG(m._loaded, m, store=MemoryTier(max_bytes=8 << 30))
-        self.int8_entries: dict[str, tuple[Any, int, bool]] = {}  # key string -> (key, tokens, is_prefix)
+    def __init__(self, model: str | None, dtype: str, tmp: Path):
+        self.ram = MemoryTier(max_bytes=8 << 30)
+        self.int8 = DiskTier(tmp / "int8", int8=True)
+        self.mixed_tier = MemoryTier(max_bytes=8 << 30)
+        self.m = EgtLM(model, torch_dtype=dtype, cache_store=self.ram)
+        self.m8 = EgtLM(model, torch_dtype=dtype, cache_store=self.int8)
+        self.mixed = EgtLM(model, torch_dtype=dtype, cache_store=self.mixed_tier)
+        self.paragraphs: dict[Any, tuple[Any, int]] = {}  # native key -> (int8 key, tokens)
+        self.prefix_tokens = 0
 
-    def prepare(self, plan: Any) -> None:
-        """Capture the plan's paragraphs once; write the same states as int8 files."""
-        self.rag.reuser.index(plan.documents, plan.prefix)
-        for seg in [plan.prefix, *plan.documents]:
-            key = self.rag.reuser.key(seg, plan.prefix)
-            if key.to_string() in self.int8_entries:
+    def prepare(self, docs: list[str]) -> int:
+        """Capture the paragraphs once; write the same states to the int8 files and, int8-rounded,
+        to the what-if store (the prefix each model captures itself on first use) -> their tokens."""
+        keys = self.m.document_cache.capture(docs)
+        for key in keys:
+            if key in self.paragraphs:
                 continue
-            native = self.rag.store.get(key)
-            self.rag8.store.put(key, native)
-            self.mixed.store.put(key, native if seg.is_prefix else self.rag8.store.get(key))
-            self.int8_entries[key.to_string()] = (key, len(seg.token_ids), seg.is_prefix)
+            native = self.ram.get(key)
+            key8 = dataclasses.replace(key, storage=self.int8.storage)  # the int8 store's key
+            self.int8.put(key8, native)
+            self.mixed_tier.put(key, self.int8.get(key8))
+            self.paragraphs[key] = (key8, native.num_tokens)
+        return sum(self.paragraphs[key][1] for key in keys)
 
     def fidelity(
-        self, plan: Any, max_new_tokens: int, recompute: int, agree: dict[str, list[float]], floor: bool
-    ) -> Any:
-        """Teacher-force the full-prefill greedy answer through every cache; add to `agree`."""
-        m = self.m
-        cont, full_logits = full_generation(m, plan.token_ids, max_new_tokens)
-        forced = {
-            "reuse": forced_logits(m, self.rag, plan, cont, 0),
-            "recompute": forced_logits(m, self.rag, plan, cont, recompute),
-            "int8": forced_logits(m, self.rag8, plan, cont, 0),
-            "int8, native prefix": forced_logits(m, self.mixed, plan, cont, 0),
+        self, question: str, docs: list[str], max_new_tokens: int, recompute: int, agree: dict, floor: bool
+    ) -> tuple[dict[str, str], int]:
+        """Teacher-force the full-prefill greedy answer through every cache (into `agree`); -> each
+        method's greedy answer and the prompt's length."""
+        m, doc_tokens = self.m, self.prepare(docs)
+        text, cont, full, prompt = full_generation(m, question, docs, max_new_tokens)
+        runs = {
+            "reuse": (m, 0),
+            "recompute": (m, recompute),
+            "int8": (self.m8, 0),
+            "int8, native prefix": (self.mixed, 0),
         }
-        pairs = [(f"{name} vs full", full_logits, logits) for name, logits in forced.items()]
+        forced, answers = {}, {"full": text}
+        for name, (model, r) in runs.items():
+            forced[name], result = forced_scores(model, question, docs, cont, r)
+            if result.reuse.misses > 1:  # the prefix, once per model: anything more is a copy gone wrong
+                raise RuntimeError(
+                    f"{name}: {result.reuse.misses} stored segments missed; the states were not shared"
+                )
+            if name == "reuse":
+                self.prefix_tokens = result.reused_tokens - doc_tokens
+            if name in METHODS:  # its greedy answer is the full one wherever forcing changed no choice
+                same = forced[name].argmax(-1).tolist() == cont
+                answers[name] = (
+                    text
+                    if same
+                    else model.answer(question, docs, max_new_tokens=max_new_tokens, recompute_tokens=r).text
+                )
+        pairs = [(f"{name} vs full", full, scores) for name, scores in forced.items()]
         if floor:  # noise floor: the same full prefill computed in one forward instead of step by step
-            pairs.append(
-                ("full one-forward vs full", full_logits, one_forward_logits(m, plan.token_ids, cont))
-            )
+            pairs.append(("full one-forward vs full", full, one_forward_logits(m, prompt, cont)))
         pairs.append(("int8 vs reuse", forced["reuse"], forced["int8"]))
         pairs.append(("int8, native prefix vs reuse", forced["reuse"], forced["int8, native prefix"]))
         for label, ref, got in pairs:
-            a, n, kl = compare(ref, got)
-            acc = agree[label]
-            acc[0], acc[1], acc[2] = acc[0] + a, acc[1] + n, acc[2] + kl
-        return cont
+            add(agree, label, ref, got)
+        return answers, len(prompt)
 
     def int8_bytes(self) -> tuple[float, float, int, int]:
         """(bytes/token over all int8 files, over the paragraph files only, entries, tokens)."""
-        entries = self.int8_entries.values()
-        tokens = sum(n for _, n, _ in entries)
-        docs = [(key, n) for key, n, is_prefix in entries if not is_prefix]
-        doc_bytes = sum(self.rag8.store.path_for(key).stat().st_size for key, _ in docs)  # type: ignore[attr-defined]
-        return (
-            self.rag8.store.stats.bytes / tokens,
-            doc_bytes / sum(n for _, n in docs),
-            len(self.int8_entries),
-            tokens,
-        )
+        doc_tokens = sum(n for _, n in self.paragraphs.values())
+        doc_bytes = sum(self.int8.path_for(key8).stat().st_size for key8, _ in self.paragraphs.values())
+        tokens = doc_tokens + self.prefix_tokens
+        return self.int8.stats.bytes / tokens, doc_bytes / doc_tokens, len(self.paragraphs) + 1, tokens
 
 
 def single_check(
-    m: EgtLM, rag: SharedCacheRAG, contexts: list[str], questions: list[dict[str, Any]], max_new_tokens: int
+    m: EgtLM, contexts: list[str], questions: list[dict[str, Any]], max_new_tokens: int
 ) -> dict[str, Any]:
     """k = 1 (the gold paragraph alone, right after the fixed prefix): reuse vs full prefill.
 
@@ -263,13 +257,11 @@ def single_check(
     start = time.perf_counter()
     for i, q in enumerate(questions):
         docs = [contexts[q["gold"]]]
-        plan = rag.plan(q["question"], docs)
-        cont, full_logits = full_generation(m, plan.token_ids, max_new_tokens)
-        full = m.tokenizer.decode(cont, skip_special_tokens=True)
-        reused = rag.answer(q["question"], docs, max_new_tokens=max_new_tokens).text
-        a, n, kl = compare(full_logits, forced_logits(m, rag, plan, cont, 0))
-        acc = agree["k=1 reuse vs full"]
-        acc[0], acc[1], acc[2] = acc[0] + a, acc[1] + n, acc[2] + kl
+        full, cont, full_scores, _ = full_generation(m, q["question"], docs, max_new_tokens)
+        scores, _ = forced_scores(m, q["question"], docs, cont, 0)
+        same = scores.argmax(-1).tolist() == cont
+        reused = full if same else m.answer(q["question"], docs, max_new_tokens=max_new_tokens).text
+        add(agree, "k=1 reuse vs full", full_scores, scores)
         rows.append({"id": q["id"], "same": reused.strip() == full.strip(), "reuse": reused, "full": full})
         progress(i, len(questions), start, f"k=1 check, {str(m.dtype).removeprefix('torch.')}")
     return {"rows": rows, "agree": finish(agree)["k=1 reuse vs full"] if rows else None}
@@ -292,7 +284,9 @@ def progress(i: int, total: int, start: float, what: str) -> None:
 def run(args: Any) -> dict[str, Any]:
     contexts, all_questions = load_questions(args.data)
     sample = random.Random(args.seed).sample(all_questions, args.n)
-    m = EgtLM(torch_dtype=args.dtype)
+    tmp = Path(tempfile.mkdtemp(prefix="egtlm-quality-"))
+    stores = Stores(args.model, args.dtype, tmp / "main")
+    m = stores.m
     t0 = time.perf_counter()
     doc_vectors = m.encode_documents(contexts)
     query_vectors = m.encode_queries([q["question"] for q in sample])
@@ -313,42 +307,23 @@ def run(args: Any) -> dict[str, Any]:
         doc_lists.append(idx)
 
     t0 = time.perf_counter()
-    no_rag = plain_answers(m, [q["question"] for q in sample], args.max_new_tokens)
+    no_rag = [m.answer(q["question"], [], max_new_tokens=args.max_new_tokens).text for q in sample]
     no_rag_s = time.perf_counter() - t0
-    tmp = Path(tempfile.mkdtemp(prefix="egtlm-quality-"))
-    stores = Stores(m, tmp / "main")
-    rag, rag8 = stores.rag, stores.rag8
     rows: list[dict[str, Any]] = []
     agree: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0, 0.0])
-    sanity: list[bool] = []
     start = time.perf_counter()
     for i, (q, idx) in enumerate(zip(sample, doc_lists, strict=True)):
         docs = [contexts[j] for j in idx]
-        plan = rag.plan(q["question"], docs)
-        stores.prepare(plan)
-        cont = stores.fidelity(plan, args.max_new_tokens, args.recompute, agree, i < args.floor_n)
-        outputs = {
-            "full": m.tokenizer.decode(cont, skip_special_tokens=True),
-            "reuse": rag.answer(
-                q["question"], docs, max_new_tokens=args.max_new_tokens, recompute_tokens=0
-            ).text,
-            "recompute": rag.answer(
-                q["question"], docs, max_new_tokens=args.max_new_tokens, recompute_tokens=args.recompute
-            ).text,
-            "int8": rag8.answer(
-                q["question"], docs, max_new_tokens=args.max_new_tokens, recompute_tokens=0
-            ).text,
-            "no-RAG": no_rag[i],
-        }
-        if i < args.check_full:  # the full path above is exactly what answer(reuse_cache=False) does
-            product = rag.answer(q["question"], docs, max_new_tokens=args.max_new_tokens, reuse_cache=False)
-            sanity.append(product.text.strip() == outputs["full"].strip())
+        outputs, prompt_tokens = stores.fidelity(
+            q["question"], docs, args.max_new_tokens, args.recompute, agree, i < args.floor_n
+        )
+        outputs["no-RAG"] = no_rag[i]
         rows.append(
             {
                 "id": q["id"],
                 "replaced": q["gold"] not in [int(x) for x in top[i]],
                 "gold_slot": idx.index(q["gold"]) + 1,
-                "prompt_tokens": len(plan.token_ids),
+                "prompt_tokens": prompt_tokens,
                 "outputs": outputs,
                 "metrics": {name: answer_metrics(text, q["answers"]) for name, text in outputs.items()},
             }
@@ -358,24 +333,23 @@ def run(args: Any) -> dict[str, Any]:
 
     # k = 1: the gold paragraph alone, right after the fixed prefix: reuse must equal full prefill.
     start = time.perf_counter()
-    single = single_check(m, rag, contexts, sample[: args.n_single], args.max_new_tokens)
+    single = single_check(m, contexts, sample[: args.n_single], args.max_new_tokens)
     single_s = time.perf_counter() - start
 
     # float32: the int8 storage error without bf16's own rounding noise on top.
     start = time.perf_counter()
     agree32: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0, 0.0])
-    m32 = EgtLM(torch_dtype="float32") if args.fp32_check or args.n_single_fp32 else None
-    if m32 is not None and args.fp32_check:
-        stores32 = Stores(m32, tmp / "float32")
+    stores32 = (
+        Stores(args.model, "float32", tmp / "float32") if args.fp32_check or args.n_single_fp32 else None
+    )
+    if stores32 is not None and args.fp32_check:
         for i, (q, idx) in enumerate(zip(sample[: args.fp32_check], doc_lists, strict=False)):
-            plan = stores32.rag.plan(q["question"], [contexts[j] for j in idx])
-            stores32.prepare(plan)
-            stores32.fidelity(plan, args.max_new_tokens, args.recompute, agree32, True)
+            docs = [contexts[j] for j in idx]
+            stores32.fidelity(q["question"], docs, args.max_new_tokens, args.recompute, agree32, True)
             progress(i, min(args.fp32_check, len(sample)), start, "float32 fidelity")
     single32 = None
-    if m32 is not None and args.n_single_fp32:
-        rag32 = SharedCacheRAG(m32._loaded, m32, store=MemoryTier(max_bytes=8 << 30))
-        single32 = single_check(m32, rag32, contexts, sample[: args.n_single_fp32], args.max_new_tokens)
+    if stores32 is not None and args.n_single_fp32:
+        single32 = single_check(stores32.m, contexts, sample[: args.n_single_fp32], args.max_new_tokens)
     fp32_s = time.perf_counter() - start
 
     per_token, per_token_docs, entries, tokens = stores.int8_bytes()
@@ -398,7 +372,6 @@ def run(args: Any) -> dict[str, Any]:
         "single_agree": single["agree"],
         "single32": single32["rows"] if single32 else [],
         "single32_agree": single32["agree"] if single32 else None,
-        "sanity_full_equals_answer": sanity,
         "int8_bytes_per_token": per_token,
         "int8_doc_bytes_per_token": per_token_docs,
         "int8_entries": entries,
@@ -435,7 +408,7 @@ NAMES = {
     "reuse": "reuse (default)",
     "recompute": "reuse + `recompute_tokens={r}`",
     "int8": "reuse, int8 disk storage",
-    "no-RAG": "no RAG (question alone)",
+    "no-RAG": "no RAG (no paragraphs)",
 }
 FIDELITY_ROWS = (
     ("full one-forward vs full", "noise floor: full prefill in one forward vs step by step"),
@@ -631,20 +604,20 @@ def write_markdown(res: dict[str, Any], info: dict[str, Any], args: Any, path: P
     slots = res["gold_slots"]
     t = res["times"]
     examples = [r for r in res["rows"] if r["outputs"]["reuse"] != r["outputs"]["full"]][:3]
-    sanity = res["sanity_full_equals_answer"]
     out = [
         "# RAG answer quality: shared-cache reuse vs full prefill (XQuAD)",
         "",
         "Produced by `benchmarks/rag_quality.py`. "
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
         f"(`torch.set_num_threads({info['torch_threads']})`), transformers {info['transformers']}, "
-        f"Python {info['python']}; {info['date']}; model SmolLM2-135M-Instruct (the default), "
+        f"Python {info['python']}; {info['date']}; model "
+        f"{args.model or 'SmolLM2-135M-Instruct (the default)'}, "
         f"dtype {res['dtype']}" + (" (auto)" if args.dtype == "auto" else "") + ". "
         f"Run time: {t['embed_s']:.0f} s retrieval embeddings, {t['no_rag_s']:.0f} s no-RAG answers, "
-        f"{t['main_s']:.0f} s for the {res['n']} questions (four generations and the fidelity "
-        f"forwards each), {t['single_s']:.0f} s for the k = 1 check, {t['fp32_s']:.0f} s for the "
-        f"float32 passes; load average before/after {info['load_before'][0]:.1f} / "
-        f"{info['load_after'][0]:.1f} (other jobs shared the machine).",
+        f"{t['main_s']:.0f} s for the {res['n']} questions (the full answer, four teacher-forced "
+        f"passes, and a greedy answer where forcing changed a choice), {t['single_s']:.0f} s for the "
+        f"k = 1 check, {t['fp32_s']:.0f} s for the float32 passes; load average before/after "
+        f"{info['load_before'][0]:.1f} / {info['load_after'][0]:.1f} (other jobs shared the machine).",
         "",
         "## Setup",
         "",
@@ -659,23 +632,22 @@ def write_markdown(res: dict[str, Any], info: dict[str, Any], args: Any, path: P
         + ", ".join(f"{k}: {slots[k]}" for k in sorted(slots))
         + f" (slot {res['k']} is over-represented because a missing gold paragraph replaces the "
         f"last one). Mean prompt: {res['mean_prompt_tokens']:.0f} tokens.",
-        f"- Greedy decoding, `max_new_tokens={args.max_new_tokens}`, default RAG layout "
-        f'(system prompt "{DEFAULT_SYSTEM}", `Documents:`, paragraphs separated by a blank line, '
-        "question). *no RAG*: the same system prompt with the question alone "
-        "(`segment_plan.plain_prompt_ids`, what `EgtLM.chat` sends), generated in left-padded "
-        "batches of 16 to save time (batching changes only rounding).",
-        "- *full* is `model.generate` on the plan's token ids with no cache, i.e. what "
-        "`answer(reuse_cache=False)` runs (checked on the first "
-        f"{len(sanity)} questions: {sum(sanity)}/{len(sanity)} identical texts), so its per-step "
-        "logits are kept for the fidelity numbers. *reuse*, *recompute* and *int8* are "
-        "`answer(...)` calls on `SharedCacheRAG` engines over a RAM tier and over a "
-        "`DiskTier(int8=True)` in a temp dir holding the same captured states.",
+        f"- Greedy decoding, `max_new_tokens={args.max_new_tokens}`, `EgtLM.answer`'s RAG layout "
+        "(its system prompt, `Documents:`, paragraphs separated by a blank line, question). *no RAG*: "
+        "the same layout with no paragraphs (`answer(question, documents=[])`).",
+        "- *full* is `answer(reuse_cache=False)`; a logits processor passed to it "
+        "(`answer(..., logits_processor=[...])`) keeps the scores that chose each token, for the "
+        "fidelity numbers. *reuse*, *recompute* and *int8* are `answer(...)` calls on `EgtLM`s over "
+        "the same weights with `cache_store=` a RAM tier and a `DiskTier(int8=True)` in a temp dir "
+        "holding the same captured states (`document_cache.capture`, the int8 files written from them).",
         "- Answer metrics: SQuAD normalisation (lowercase, strip punctuation and articles, collapse "
         "whitespace). *match*: a normalised gold answer is contained in the normalised output "
         "(GritLM's RAG metric). *token F1*: SQuAD F1 (max over gold answers). *EM* is reported but "
         'is ~0 by design: this chatty model answers in sentences ("The basic unit ... is a '
         'commune (gmina)."), never with the bare span.',
-        "- Fidelity: the full-prefill greedy answer is teacher-forced through each cache; at every "
+        "- Fidelity: the full-prefill greedy answer is teacher-forced through each cache (the same "
+        "`answer` call with a logits processor that keeps each step's scores and forces the next "
+        "token; where no choice changed, that pass is also the method's greedy answer); at every "
         "answer position the next-token distributions are compared: top-1 agreement and mean "
         "KL(reference ‖ other). The *noise floor* row (first "
         f"{min(args.floor_n, res['n'])} questions) compares the full prefill with itself "
@@ -778,11 +750,12 @@ def write_markdown(res: dict[str, Any], info: dict[str, Any], args: Any, path: P
     return verdicts
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--model", default=None, help="model name or path (default: the packaged one)")
+    parser.add_argument("--data", type=Path, default=None, help="xquad.en.json (default: the shared data)")
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--n-single", type=int, default=30)
     parser.add_argument("--n-single-fp32", type=int, default=30, help="the k=1 check again in float32")
@@ -797,14 +770,11 @@ def main() -> None:
         "--fp32-check", type=int, default=20, help="questions for the float32 fidelity pass (0: skip)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--check-full", type=int, default=3, help="questions on which to check full == answer()"
-    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=DOCS_DIR)
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     parser.add_argument("--render", type=Path, default=None, help="only re-write the page from a --json file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.render:
         saved = json.loads(args.render.read_text())
         res = saved["results"]

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-CONDITIONS = ("full", "warm", "disk", "int8", "floor")
+CONDITIONS = ("full", "warm", "disk", "int8")  # the answers measured
+SERIES = (*CONDITIONS, "floor")  # plotted: the floor is the warm answers' own live forward
 
 
 def plot(results: list[dict[str, Any]], ks: list[int], path: Path) -> None:
@@ -28,13 +29,13 @@ def plot(results: list[dict[str, Any]], ks: list[int], path: Path) -> None:
         "warm": "reuse, RAM",
         "disk": "reuse, disk",
         "int8": "reuse, int8 disk",
-        "floor": "floor: one bare forward",
+        "floor": "floor: the warm answer's live forward",
     }
     width = 0.13
     for ax, res in zip(axes[0], results, strict=True):
         w = res["wall_ms"]
-        for j, cond in enumerate(CONDITIONS):
-            xs = [i + (j - (len(CONDITIONS) - 1) / 2) * width for i in range(len(ks))]
+        for j, cond in enumerate(SERIES):
+            xs = [i + (j - (len(SERIES) - 1) / 2) * width for i in range(len(ks))]
             ys = [w[f"{cond}@{k}"] for k in ks]
             ax.bar(xs, ys, width, color=colors[cond], label=labels[cond])
             for x, y, k in zip(xs, ys, ks, strict=True):
@@ -84,22 +85,22 @@ def page(
         f"(`torch.set_num_threads({info['torch_threads']})`), transformers {info['transformers']}, "
         f"Python {info['python']}; {info['date']}. {_load_line(info)}",
         "",
-        "**Setup.** Default model (SmolLM2-135M-Instruct). The "
-        f"{len(first['doc_tokens'])} XQuAD paragraphs closest to 300 tokens "
+        f"**Setup.** Model: {getattr(args, 'model', None) or 'the default (SmolLM2-135M-Instruct)'}. The "
+        f"{len(first['doc_tokens'])} XQuAD paragraphs closest to {args.target_tokens} tokens "
         f"({', '.join(map(str, first['doc_tokens']))} tokens), the first k of them plus one XQuAD "
         "question in the default RAG layout (system prompt, `Documents:` header, paragraphs separated "
         "by a blank line, question). Every cell is the median of "
-        f"{args.repeats} interleaved repeats (the order of the six measurements rotates every repeat) "
-        "of the wall time of `EgtLM.answer(question, documents, max_new_tokens=1)`: planning, building "
-        "the cache, prefilling the live tokens and producing the first token. *warm*: states in a RAM "
-        "tier; *disk*: a fresh `DiskTier` over the files written at indexing (in the OS page cache, "
-        "so read + checksum + decode); *int8*: the same with `DiskTier(int8=True)`. *floor*: one bare "
-        "forward of the same live tokens (separators + question + chat tail) over the same spliced "
-        "cache, nothing else timed — the least any reuse path can take; warm/floor is the ratio of "
-        "the medians. Because the two are timed at different moments of a busy machine, the table "
-        "also pairs each warm answer with its own live forward (*in-call*: the answer's time over "
-        "that forward's, median per k; in wall time, and in this thread's CPU time, which the other "
-        "jobs' preemption does not inflate — the whole reuse path runs in the caller's thread).",
+        f"{args.repeats} interleaved repeats (the order of the four answers rotates every repeat) "
+        "of the wall time of `EgtLM.answer(question, documents, max_new_tokens=1, recompute_tokens=0)`: "
+        "planning, building the cache, prefilling the live tokens and producing the first token. Each "
+        "column is an `EgtLM` over the same shared weights with its own `cache_store`, the states "
+        "stored by `document_cache.capture(documents)`. *warm*: a RAM tier (`MemoryTier`); *disk*: a "
+        "fresh `DiskTier` over the files written at indexing (in the OS page cache, so read + checksum "
+        "+ decode); *int8*: the same with `DiskTier(int8=True)`. *floor*: the warm answer's own live "
+        "forward — the one forward of the separators, question and chat tail over the spliced cache "
+        "(`result.reuse.forward_s`), the least any reuse path can take; *warm/floor* is the median "
+        "over the warm answers of each answer's time over its own forward, so both come from the same "
+        "call under the same load.",
         "",
         f"Threads: {info['torch_threads']}. On this shared 2-core machine two OpenMP threads stall at "
         "every barrier when another job holds a core, so the runs use one.",
@@ -114,8 +115,10 @@ def page(
             "",
             verdicts(res, ks)[2],
             "",
-            f"Where a warm reuse answer's time goes at k = {kmax} (means of a separate pass with the "
-            "steps wrapped in timers), the tiers' load cost and size, and indexing:",
+            f"Where a reuse answer's time goes at k = {kmax} (means over the measured answers of "
+            "their `ReuseStats` timings, `result.reuse.summary()['timings_ms']`), the tiers' load cost "
+            "and size, and indexing (`document_cache.capture(documents)` in one call vs one call per "
+            "document):",
             "",
             small_tables(res),
             "",

@@ -37,8 +37,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from egtlm_core import EgtLM, document_text  # noqa: E402
-from egtlm_core.evaluation import RetrievalSet, read_scifact, subsample  # noqa: E402
-from egtlm_core.evaluation.retrieval import corpus_subset, score_rankings, top_k  # noqa: E402
+from egtlm_core.evaluation import (  # noqa: E402
+    RetrievalSet,
+    corpus_subset,
+    read_scifact,
+    score_rankings,
+    subsample,
+    top_k,
+)
 from egtlm_core.rerank import PointwiseReranker, QueryLikelihoodPrompt, RerankPrompt  # noqa: E402
 
 PROMPTS: dict[str, Any] = {

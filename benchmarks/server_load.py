@@ -30,13 +30,12 @@ from typing import Any
 from _common import (
     DOCS_BENCH_DIR,
     cpu_pressure,
-    data_dir,
     ensure_repo_on_path,
     machine_info,
     machine_markdown,
     markdown_table,
-    read_stsb,
     write_text,
+    xquad_paragraphs,
 )
 
 ensure_repo_on_path()
@@ -45,7 +44,8 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from egtlm_core import shared_lm  # noqa: E402
+from egtlm_core import EgtLM  # noqa: E402
+from egtlm_core.evaluation import read_stsb  # noqa: E402
 from egtlm_core.server import BackgroundServer, ServerSettings  # noqa: E402
 
 MODEL = "egtlm-default"
@@ -80,7 +80,7 @@ class Phase:
         return out
 
 
-async def _embed(client: httpx.AsyncClient, text: str, expected: np.ndarray, phase: Phase) -> None:
+async def embed_request(client: httpx.AsyncClient, text: str, expected: np.ndarray, phase: Phase) -> None:
     start = time.perf_counter()
     r = await client.post("/v1/embeddings", json={"model": MODEL, "input": text, "encoding_format": "float"})
     latency = time.perf_counter() - start
@@ -94,7 +94,7 @@ async def _embed(client: httpx.AsyncClient, text: str, expected: np.ndarray, pha
     phase.add("embeddings", latency)
 
 
-async def _chat(client: httpx.AsyncClient, question: str, phase: Phase) -> None:
+async def chat_request(client: httpx.AsyncClient, question: str, phase: Phase) -> None:
     start = time.perf_counter()
     body = {"model": MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": 16}
     r = await client.post("/v1/chat/completions", json=body)
@@ -106,7 +106,7 @@ async def _chat(client: httpx.AsyncClient, question: str, phase: Phase) -> None:
     phase.add("chat", latency)
 
 
-async def _answer(client: httpx.AsyncClient, question: str, phase: Phase) -> None:
+async def answer_request(client: httpx.AsyncClient, question: str, phase: Phase) -> None:
     start = time.perf_counter()
     r = await client.post("/v1/answer", json={"question": question, "k": 2, "max_tokens": 16})
     latency = time.perf_counter() - start
@@ -133,14 +133,15 @@ async def drive(url: str, clients: int, seconds: float, phase: Phase, pick: Any)
     return phase
 
 
-def _xquad(n: int) -> tuple[list[str], list[str]]:
-    data = json.loads((data_dir() / "xquad" / "xquad.en.json").read_text())
-    paragraphs, questions = [], []
-    for article in data["data"]:
-        for para in article["paragraphs"]:
-            paragraphs.append(para["context"])
-            questions.append(para["qas"][0]["question"])
-    return paragraphs[:n], questions[:n]
+def batch_texts(url: str) -> tuple[float, float]:
+    """(texts, forward calls) the server's embedding batcher has run, from its Prometheus metrics
+    (`ServerSettings(metrics=True)`: the `egtlm_embedding_batch_texts` histogram's sum and count)."""
+    values = {}
+    for line in httpx.get(url + "/metrics", timeout=60).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("egtlm_embedding_batch_texts_sum", "egtlm_embedding_batch_texts_count"):
+            values[name.rpartition("_")[2]] = float(value)
+    return values["sum"], values["count"]
 
 
 def main() -> int:
@@ -156,32 +157,31 @@ def main() -> int:
     F32 = {"torch_dtype": args.dtype}
     TOLERANCE = 1e-5 if args.dtype == "float32" else 2e-2  # bf16: batch composition changes rounding
 
-    lm = shared_lm(None, model_kwargs=F32)
-    sentences = [s for s, _, _ in read_stsb("test")][:400]
-    paragraphs, questions = _xquad(12)
+    lm = EgtLM(**F32)  # the server's model shares these weights
+    sentences = [p.text1 for p in read_stsb("test")][:400]
+    paragraphs, questions = zip(*[(text, q.question) for text, q in xquad_paragraphs()[:12]], strict=True)
     expected = {s: v for s, v in zip(sentences, lm.encode_documents(sentences), strict=True)}
 
     def embed_pick(rng: random.Random) -> Any:
         text = rng.choice(sentences)
-        return lambda client, phase: _embed(client, text, expected[text], phase)
+        return lambda client, phase: embed_request(client, text, expected[text], phase)
 
     settings = {
-        "unbatched": ServerSettings(model=None, model_kwargs=F32, served_name=MODEL, max_batch=1),
+        "unbatched": ServerSettings(
+            model=None, model_kwargs=F32, served_name=MODEL, max_batch=1, metrics=True
+        ),
         "batched": ServerSettings(
-            model=None, model_kwargs=F32, served_name=MODEL, max_batch=32, max_wait_ms=5
+            model=None, model_kwargs=F32, served_name=MODEL, max_batch=32, max_wait_ms=5, metrics=True
         ),
     }
     embed_phases: dict[str, list[Phase]] = {"unbatched": [], "batched": []}
-    batch_sizes: dict[str, list[float]] = {}
+    batches: dict[str, list[float]] = {"unbatched": [0.0, 0.0], "batched": [0.0, 0.0]}  # texts, calls
     for round_ in range(2):
         for name in ["unbatched", "batched"] if round_ == 0 else ["batched", "unbatched"]:
             with BackgroundServer(settings[name]) as server:
-                sizes: list[float] = []
-                original = server.app.state.egtlm.batcher._on_batch
-                server.app.state.egtlm.batcher._on_batch = lambda r, t, s, sizes=sizes: sizes.append(t)
                 phase = asyncio.run(drive(server.url, args.clients, args.seconds, Phase(name), embed_pick))
-                server.app.state.egtlm.batcher._on_batch = original
-                batch_sizes.setdefault(name, []).extend(sizes)
+                texts, calls = batch_texts(server.url)
+                batches[name] = [batches[name][0] + texts, batches[name][1] + calls]
             embed_phases[name].append(phase)
             print(
                 f"{name} round {round_ + 1}: {len(phase.latencies.get('embeddings', []))} requests, "
@@ -203,8 +203,8 @@ def main() -> int:
                 return embed_pick(rng)
             question = rng.choice(questions)
             if roll < 0.85:
-                return lambda client, phase: _chat(client, question, phase)
-            return lambda client, phase: _answer(client, question, phase)
+                return lambda client, phase: chat_request(client, question, phase)
+            return lambda client, phase: answer_request(client, question, phase)
 
         mixed = asyncio.run(drive(server.url, args.clients, args.mixed_seconds, Phase("mixed"), mixed_pick))
     pressure = cpu_pressure()
@@ -213,6 +213,7 @@ def main() -> int:
         return [len(p.latencies.get("embeddings", [])) / p.seconds for p in embed_phases[name]]
 
     ratios = [b / u for b, u in zip(throughput("batched"), throughput("unbatched"), strict=True)]
+    mean_batch = {name: texts / max(calls, 1.0) for name, (texts, calls) in batches.items()}
     errors = [e for ps in embed_phases.values() for p in ps for e in p.errors] + mixed.errors
     rows = [
         r for name in ("unbatched", "batched") for p in embed_phases[name] for r in p.rows()
@@ -222,8 +223,8 @@ def main() -> int:
     summary = (
         f"Micro-batched embeddings throughput vs unbatched at {args.clients} clients: "
         f"{statistics.median(ratios):.2f}x (rounds: {', '.join(f'{r:.2f}x' for r in ratios)}); "
-        f"mean texts per forward {statistics.mean(batch_sizes['batched']):.1f} batched, "
-        f"{statistics.mean(batch_sizes['unbatched']):.1f} unbatched. Errors: {len(errors)}."
+        f"mean texts per forward {mean_batch['batched']:.1f} batched, "
+        f"{mean_batch['unbatched']:.1f} unbatched. Errors: {len(errors)}."
     )
     print(table)
     print(summary)
@@ -249,7 +250,7 @@ def main() -> int:
             "ratios": ratios,
             "errors": errors,
             "machine": info,
-            "batch_sizes": {k: statistics.mean(v) for k, v in batch_sizes.items()},
+            "batch_sizes": mean_batch,
         }
         write_text(DOCS_BENCH_DIR / f"server_load{suffix}.json", json.dumps(record, indent=1))
     return 0 if not errors else 1

@@ -1,6 +1,6 @@
 """Choose distillation teachers: STS-B *dev* and SciFact *train* for each teacher alone and as ensembles.
 
-Teachers are training-time only (`egtlm_core.training.teachers`); this picks which ones the default
+Teachers are training-time only (`egtlm_core.training.teacher_vectors`); this picks which ones the default
 recipe distils, on splits that are never reported as results (STS-B dev, SciFact train claims).
 An ensemble scores a pair by the mean of its members' cosines (the concatenated unit vectors / sqrt(n)
 the trainer uses). SciFact is ranked on a corpus subset: every abstract the sampled train claims cite
@@ -27,9 +27,17 @@ ensure_repo_on_path()
 import torch  # noqa: E402
 
 from egtlm_core import document_text  # noqa: E402
-from egtlm_core.evaluation import RetrievalSet, read_scifact, read_stsb, spearman, subsample  # noqa: E402
-from egtlm_core.evaluation.retrieval import corpus_subset, score_rankings, top_k  # noqa: E402
-from egtlm_core.training.teachers import TeacherVectors, teacher_vectors  # noqa: E402
+from egtlm_core.evaluation import (  # noqa: E402
+    RetrievalSet,
+    corpus_subset,
+    read_scifact,
+    read_stsb,
+    score_rankings,
+    spearman,
+    subsample,
+    top_k,
+)
+from egtlm_core.training import TeacherVectors, teacher_vectors  # noqa: E402
 
 
 def scifact_train(queries: int | None, docs: int | None, seed: int) -> RetrievalSet:

@@ -42,6 +42,7 @@ from .loading.devices import resolve_device, resolve_dtype
 from .loading.registry import LoadedModel, get_model
 from .loading.sources import ModelSource, resolve_source, saved_settings
 from .modeling.attention import check_maskable
+from .modeling.kernels import attention_kernel as kernel_of
 from .rag.document_cache import DocumentCache
 from .rag.engine import SharedCacheRAG
 from .rag.index import DocumentIndex, ScoredDocument
@@ -215,6 +216,22 @@ class EgtLM:
     def embedding_dim(self) -> int:
         return int(self._loaded.body.config.hidden_size)
 
+    @property
+    def attention_kernel(self) -> str:
+        """The attention implementation the model runs (e.g. "sdpa", "eager", "egtlm_sdpa").
+
+        Part of every KV cache key (kernels round differently), and what a benchmark page names.
+        """
+        return kernel_of(self._loaded.body)
+
+    @property
+    def max_batch_tokens(self) -> int | None:
+        """Padded tokens per `encode` forward: the configured `max_batch_tokens`, else 1024 on CPU
+        (long padded batches cost more than they save there) and no limit on accelerators."""
+        if self.config.max_batch_tokens is not None:
+            return self.config.max_batch_tokens
+        return CPU_BATCH_TOKENS if self.device.type == "cpu" else None
+
     def __repr__(self) -> str:
         c = self.config
         return (
@@ -372,7 +389,7 @@ class EgtLM:
         caches: Any
         vectors, caches = (
             embedding_pass.run(
-                tokenized, batch_size, dim, get_cache, show, max_batch_tokens=self._max_batch_tokens()
+                tokenized, batch_size, dim, get_cache, show, max_batch_tokens=self.max_batch_tokens
             )
             if tokenized
             else (np.zeros((0, dim or self.embedding_dim), dtype=np.float32), [])
@@ -590,11 +607,6 @@ class EgtLM:
         result = ChatResult("", 0, 0, "stop")
         return result, stream_generate(model, self.tokenizer, prompt, config, result=result, **common)
 
-    def _max_batch_tokens(self) -> int | None:
-        if self.config.max_batch_tokens is not None:
-            return self.config.max_batch_tokens
-        return CPU_BATCH_TOKENS if self.device.type == "cpu" else None
-
     # --- shared-cache RAG -------------------------------------------------------------------------
     @property
     def _rag(self) -> SharedCacheRAG:
@@ -664,7 +676,9 @@ class EgtLM:
         `reuse_cache=False` prefills the same prompt in full (the baseline). Documents not yet in
         the store are captured and stored on first use. Extra options: temperature, stop,
         recompute_tokens (recompute the first n tokens of each spliced document), stream=True
-        (an iterator of text pieces).
+        (an iterator of text pieces), logits_processor (transformers processors called on every
+        step's scores, the first token's included, with reuse or without: to record or constrain
+        them).
 
         Example:
             >>> m.index(["Paris is the capital of France.", "Berlin is in Germany."])

@@ -3,8 +3,9 @@
 `egtlm_core.__all__` is what a user imports (`EgtLM`, its options and results, the document cache,
 cache tiers). The names here are plumbing for code that wraps `EgtLM` in another framework's types:
 lazy shared models for cheap construction, running blocking calls off an event loop, rendering
-tool calls in a chat transcript, and `encode`'s own tokenization/forward/pooling steps for a
-framework that runs its own batches (the sentence-transformers module). The layout test lets
+tool calls in a chat transcript, and `encode`'s own batching/forward/pooling steps for a
+framework that runs its own batches (the sentence-transformers module; `length_sorted_batches`
+with `EgtLM.max_batch_tokens` groups texts as `encode` does). The layout test lets
 `integrations/` import only `egtlm_core` and this package.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from ..cache import CacheKey
 from ..embedding import check_texts, forward_states, pad_batch, pool, warn_truncated
+from ..embedding.encoding import length_sorted_batches
 from ..generation import (
     iterate_in_thread,
     new_call_id,
@@ -37,6 +39,7 @@ __all__ = [
     "forward_states",
     "iterate_in_thread",
     "json_grammar",
+    "length_sorted_batches",
     "new_call_id",
     "pad_batch",
     "plan_tools",

@@ -1,11 +1,14 @@
 """Evaluation on local data: STS (Spearman), retrieval (nDCG@10, recall@k, MRR), RAG answer match.
 
 Readers for the shared sets are in `datasets`; `run_eval` runs named tasks against a model through
-its public API. Training uses the same evaluators for dev-set checks.
+its public API. Training uses the same evaluators for dev-set checks, and the benchmarks the same
+retrieval helpers (`corpus_subset`, `qa_as_retrieval`, `top_k`, `score_rankings`) and answer scoring
+(`answer_metrics`), so their numbers are computed as `egtlm eval` computes them.
 """
 
 from __future__ import annotations
 
+from .answers import answer_metrics
 from .datasets import (
     DataError,
     QAItem,
@@ -20,7 +23,16 @@ from .datasets import (
     subsample,
 )
 from .rag import evaluate_rag
-from .retrieval import evaluate_retrieval, ndcg_at_k, recall_at_k, reciprocal_rank
+from .retrieval import (
+    corpus_subset,
+    evaluate_retrieval,
+    ndcg_at_k,
+    qa_as_retrieval,
+    recall_at_k,
+    reciprocal_rank,
+    score_rankings,
+    top_k,
+)
 from .runner import HEADLINE, TASKS, EvalOptions, run_eval
 from .sts import evaluate_sts, spearman
 
@@ -33,11 +45,14 @@ __all__ = [
     "QASet",
     "RetrievalSet",
     "ScoredPair",
+    "answer_metrics",
+    "corpus_subset",
     "data_dir",
     "evaluate_rag",
     "evaluate_retrieval",
     "evaluate_sts",
     "ndcg_at_k",
+    "qa_as_retrieval",
     "read_scifact",
     "read_stsb",
     "read_xquad",
@@ -45,6 +60,8 @@ __all__ = [
     "recall_at_k",
     "reciprocal_rank",
     "run_eval",
+    "score_rankings",
     "spearman",
     "subsample",
+    "top_k",
 ]

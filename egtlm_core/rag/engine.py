@@ -327,11 +327,14 @@ class SharedCacheRAG:
         stop: Sequence[str] = (),
         stream: bool = False,
         cancel: Any = None,
+        logits_processor: Any = None,
     ) -> Any:
         """Answer from the given documents (or the top-k indexed ones); see `EgtLM.answer`.
 
         `stream=True` returns a `ChatStream` (its `.result` is this answer's `AnswerResult` once the
-        pieces end); setting `cancel` stops the generation within one token."""
+        pieces end); setting `cancel` stops the generation within one token. `logits_processor`
+        (transformers processors) sees every step's scores, the first token's included, on both
+        the reuse and the full-prefill path."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string.")
         check_recompute_tokens(recompute_tokens)
@@ -341,7 +344,9 @@ class SharedCacheRAG:
         config = generation_config(self.tokenizer, model, max_new_tokens, temperature, 1.0)
         config = fit_to_context(model, len(plan.token_ids), config)
         result = AnswerResult("", 0, 0, "stop", documents=texts)
-        pieces = self._run(plan, model, config, result, reuse_cache, recompute_tokens, stop, cancel=cancel)
+        pieces = self._run(
+            plan, model, config, result, reuse_cache, recompute_tokens, stop, logits_processor, cancel=cancel
+        )
         if stream:
             return ChatStream(pieces, result, cancel)
         for _ in pieces:

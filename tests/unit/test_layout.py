@@ -1,8 +1,11 @@
-"""The layout holds: no import cycle in egtlm_core, no framework import in it, adapters on public names."""
+"""The layout holds: no import cycle in egtlm_core, no framework import in it, adapters and benchmarks on
+public names."""
 
 from __future__ import annotations
 
 import ast
+import functools
+import importlib
 import sys
 from pathlib import Path
 
@@ -110,8 +113,6 @@ def test_core_imports_no_rag_framework():
 @pytest.mark.parametrize("path", sorted(ADAPTERS.rglob("*.py")), ids=lambda p: str(p.relative_to(ADAPTERS)))
 def test_adapters_use_public_core_names_only(path: Path):
     """Adapters import `egtlm_core` or a subpackage's public names, never a module's internals."""
-    import importlib
-
     for module, names in _runtime_imports(path):
         if module.split(".")[0] != "egtlm_core":
             continue
@@ -202,3 +203,126 @@ def test_the_user_api_and_the_adapter_kit_are_pinned():
     for module in (egtlm_core, kit):
         assert all(hasattr(module, name) for name in module.__all__)
     assert not set(egtlm_core.__all__) & set(kit.__all__)
+
+
+# --- benchmarks use public names only, so a core change that breaks one fails here ---------------
+BENCHMARKS = ROOT / "benchmarks"
+# What a benchmark may import from the core: the user API, the adapter plumbing, and the subpackages
+# whose `__init__` declares a public API; from each, only the names in its `__all__`.
+PUBLIC_CORE = (
+    "egtlm_core",
+    "egtlm_core.adapter_kit",
+    "egtlm_core.cache",
+    "egtlm_core.evaluation",
+    "egtlm_core.rerank",
+    "egtlm_core.server",
+    "egtlm_core.training",
+)
+INTEGRATIONS = ("langchain_egtlm", "sentence_transformers_egtlm", "chromadb_egtlm")  # + llama_index.*.egtlm
+
+
+@functools.cache
+def _public(package: str) -> frozenset[str]:
+    return frozenset(getattr(importlib.import_module(package), "__all__", ()))
+
+
+def _integration_package(module: str) -> str | None:
+    """The integration package `module` is in (`langchain_egtlm`, `llama_index.llms.egtlm`, ...)."""
+    parts = module.split(".")
+    if parts[0] in INTEGRATIONS:
+        return parts[0]
+    if parts[0] == "llama_index" and "egtlm" in parts:
+        return ".".join(parts[: parts.index("egtlm") + 1])
+    return None
+
+
+def _instead(name: str) -> str:
+    """Where a name is public, as an import line to use, or what to do when it is nowhere."""
+    homes = [package for package in PUBLIC_CORE if name in _public(package)]
+    if homes:
+        return "use " + " or ".join(f"`from {home} import {name}`" for home in homes)
+    return (
+        f"`{name}` is in no public `__all__` ({', '.join(PUBLIC_CORE)}): add it to one if it is "
+        "genuinely public, else keep a helper in benchmarks/_common.py"
+    )
+
+
+def _import_problems(module: str, names: list[str], line: int) -> list[str]:
+    if module.split(".")[0] == "egtlm_core":
+        if module not in PUBLIC_CORE:
+            advice = "; ".join(_instead(n) for n in names) or f"import one of {', '.join(PUBLIC_CORE)}"
+            return [f"line {line}: imports {module}, a private module: {advice}"]
+        public = _public(module)
+        return [
+            f"line {line}: `{n}` is not in {module}.__all__: {_instead(n)}" for n in names if n not in public
+        ]
+    package = _integration_package(module)
+    if package is None:
+        return []
+    names_hint = f"its public names are {sorted(_public(package))}"
+    if module != package:
+        return [
+            f"line {line}: imports {module}, a module inside {package}; import from {package} ({names_hint})"
+        ]
+    return [
+        f"line {line}: `{n}` is not in {package}.__all__ ({names_hint}; for a translation the adapter "
+        "does, call its public class)"
+        for n in names
+        if n not in _public(package)
+    ]
+
+
+def _public_api_violations(path: Path) -> list[str]:
+    """Non-public egtlm imports and `x._name` reach-ins (x not self/cls) in one benchmark file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found += _import_problems(alias.name, [], node.lineno)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found += _import_problems(node.module, [a.name for a in node.names], node.lineno)
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not (node.attr.startswith("__") and node.attr.endswith("__"))
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            found.append(
+                f"line {node.lineno}: `{ast.unparse(node)}` reaches into a private attribute; use a "
+                "public property or method (add a small, documented one to the core if none exists)"
+            )
+    return [f"{path.name} {problem}" for problem in found]
+
+
+def test_the_benchmark_rule_sees_private_names(tmp_path: Path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from egtlm_core import EgtLM, shared_lm\n"
+        "from egtlm_core.loading.default_model import default_model_dir\n"
+        "from egtlm_core.evaluation import read_xquad\n"
+        "import langchain_egtlm.chat_models as chat_models\n"
+        "from langchain_egtlm._messages import to_chat_messages\n"
+        "from llama_index.llms.egtlm import EgtLMLLM, _helper\n"
+        "from llama_index.core import Document\n"
+        "m = EgtLM()\n"
+        "m._loaded.body, self._own, m.__class__\n"
+    )
+    found = _public_api_violations(bad)
+    assert found[0].startswith("bad.py line 1: `shared_lm` is not in egtlm_core.__all__")
+    assert "`from egtlm_core.adapter_kit import shared_lm`" in found[0]
+    assert "line 2: imports egtlm_core.loading.default_model" in found[1]
+    assert "`from egtlm_core import default_model_dir`" in found[1]
+    assert "line 4: imports langchain_egtlm.chat_models, a module inside langchain_egtlm" in found[2]
+    assert "line 5: imports langchain_egtlm._messages" in found[3]
+    assert "line 6: `_helper` is not in llama_index.llms.egtlm.__all__" in found[4]
+    assert "line 9: `m._loaded` reaches into a private attribute" in found[5]
+    assert len(found) == 6  # public names, framework imports, self._own and dunders pass
+
+
+@pytest.mark.parametrize("path", sorted(BENCHMARKS.glob("*.py")), ids=lambda p: p.name)
+def test_benchmarks_use_public_names_only(path: Path):
+    """A benchmark imports public names only (`egtlm_core.__all__`, `adapter_kit`, the public
+    subpackages' `__all__`, the integration packages' top-level names) and touches no other
+    object's underscore attributes, so a core change cannot break it without a public name changing."""
+    problems = _public_api_violations(path)
+    assert not problems, "\n".join(problems)

@@ -364,7 +364,8 @@ def test_token_budget_changes_batching_not_vectors(tiny_llama_dir):
     small = EgtLM(str(tiny_llama_dir), torch_dtype="float32", max_batch_tokens=64).encode(texts)
     big = EgtLM(str(tiny_llama_dir), torch_dtype="float32", max_batch_tokens=None).encode(texts)
     np.testing.assert_allclose(small, big, atol=1e-5)
-    assert EgtLM(str(tiny_llama_dir), torch_dtype="float32")._max_batch_tokens() == 1024  # CPU default
+    assert EgtLM(str(tiny_llama_dir), torch_dtype="float32").max_batch_tokens == 1024  # CPU default
+    assert EgtLM(str(tiny_llama_dir), torch_dtype="float32", max_batch_tokens=64).max_batch_tokens == 64
     with pytest.raises(ValueError, match="max_batch_tokens"):
         EgtLM(str(tiny_llama_dir), max_batch_tokens=0)
 

@@ -73,3 +73,10 @@ def test_registry_models_run_it_and_decode_like_eager(tiny_llama_dir):
 def test_an_explicit_kernel_choice_is_kept(tiny_llama_dir):
     model = EgtLM(str(tiny_llama_dir), dtype="float32", attn_implementation="sdpa").model
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_egtlm_names_the_kernel_it_runs(tiny_llama_dir):
+    """`EgtLM.attention_kernel` is the implementation the weights run, ours by default."""
+    assert EgtLM(str(tiny_llama_dir), dtype="float32").attention_kernel == NAME
+    eager = EgtLM(str(tiny_llama_dir), dtype="float32", attn_implementation="eager")
+    assert eager.attention_kernel == eager.model.config._attn_implementation == "eager"

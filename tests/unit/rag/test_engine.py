@@ -97,6 +97,44 @@ def test_stream_yields_pieces_that_join_to_the_text(tiny_llama_dir):
     assert "".join(pieces) == text and text
 
 
+class Forcer:
+    """A logits processor that records each step's scores and, given tokens, forces them."""
+
+    def __init__(self, tokens: list[int] | None = None):
+        self.tokens, self.scores, self.prompt = tokens, [], None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.prompt is None:
+            self.prompt = input_ids[0].tolist()
+        self.scores.append(scores[0].clone())
+        if self.tokens is None:
+            return scores
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.tokens[len(self.scores) - 1]] = 0.0
+        return forced
+
+
+def test_answer_runs_logits_processors_on_every_step_with_and_without_reuse(tiny_llama_dir):
+    """What teacher forcing through the reuse path needs: every step's scores, the prompt's ids."""
+    m = load(tiny_llama_dir)
+    free = Forcer()
+    full = m.answer(QUESTION, DOCS[:1], reuse_cache=False, max_new_tokens=NEW_TOKENS, logits_processor=[free])
+    chosen = [int(s.argmax()) for s in free.scores]
+    assert len(free.prompt) == full.prompt_tokens and len(chosen) == full.completion_tokens
+    forced = Forcer(chosen)
+    reused = m.answer(QUESTION, DOCS[:1], max_new_tokens=len(chosen), logits_processor=[forced])
+    assert reused.reused_tokens > 0 and reused.text == full.text and forced.prompt == free.prompt
+    # one document right after the prefix is exact: the same scores at every step
+    torch.testing.assert_close(torch.stack(forced.scores), torch.stack(free.scores), atol=1e-4, rtol=0)
+
+    words = m.tokenizer("the lazy dog", add_special_tokens=False)["input_ids"]
+    for reuse in (True, False):
+        result = m.answer(
+            QUESTION, DOCS[:1], reuse_cache=reuse, max_new_tokens=len(words), logits_processor=[Forcer(words)]
+        )
+        assert result.text == "the lazy dog"
+
+
 @pytest.mark.parametrize("question", ["", "   \n", None, 42])
 def test_bad_question_raises(tiny_llama_dir, question):
     m = load(tiny_llama_dir)

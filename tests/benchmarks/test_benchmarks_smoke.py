@@ -1,0 +1,141 @@
+"""The benchmarks still run against the core: every script imports and answers `--help`, and the
+shared-cache ones (`rag_ttft.py`, `rag_quality.py`) run end to end on a tiny random model, page and
+plot included. A renamed or removed core name, result field or option fails here, in CI, instead of
+the next time someone runs a benchmark (the layout test holds them to public names)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from rag_fixtures import DOCS
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+SCRIPTS = sorted(
+    p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_") and p.stem != "rag_ttft_page"
+)
+QUESTIONS = ["What is the capital of France?", "What does the fox jump over?", "Where did the cat sit?"]
+ANSWERS = ["Paris", "the lazy dog", "on the mat"]
+
+
+@pytest.fixture
+def benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/ on sys.path, as when a script runs (they import `_common` and each other)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+
+def load(name: str) -> ModuleType:
+    module = importlib.import_module(name)
+    assert Path(module.__file__ or "").parent == BENCHMARKS, f"{name} resolved to {module.__file__}"
+    return module
+
+
+@pytest.fixture
+def xquad(tmp_path: Path) -> Path:
+    """A three-paragraph file in XQuAD's (SQuAD's) format, one question each."""
+    paragraphs = [
+        {"context": doc, "qas": [{"id": f"q{i}", "question": q, "answers": [{"text": a}]}]}
+        for i, (doc, q, a) in enumerate(zip(DOCS, QUESTIONS, ANSWERS, strict=True))
+    ]
+    path = tmp_path / "xquad.en.json"
+    path.write_text(json.dumps({"data": [{"title": "tiny", "paragraphs": paragraphs}]}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_each_benchmark_imports_and_answers_help(
+    path: Path, benchmarks: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    module = load(path.stem)
+    monkeypatch.setattr(sys, "argv", [str(path), "--help"])
+    with pytest.raises(SystemExit) as done:
+        module.main()
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("usage:")
+
+
+def test_the_shared_helpers_import_and_compute(benchmarks: None, xquad: Path):
+    common = load("_common")
+    assert load("rag_ttft_page").CONDITIONS == ("full", "warm", "disk", "int8")
+    assert common.med([3.0, 1.0, 2.0]) == 2.0 and common.median_ms([0.001, 0.003]) == pytest.approx(2.0)
+    assert common.ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0  # median of per-run ratios
+    assert common.iqr([5.0]) == (5.0, 5.0)
+    pairs = common.xquad_paragraphs(xquad)  # read by egtlm_core.evaluation.read_xquad
+    assert [text for text, _ in pairs] == DOCS and pairs[1][1].question == QUESTIONS[1]
+
+
+def test_rag_ttft_runs_on_a_tiny_model_and_renders_its_page(
+    benchmarks: None, tiny_llama_dir: Path, xquad: Path, tmp_path: Path
+):
+    rag_ttft = load("rag_ttft")
+    out, saved = tmp_path / "page", tmp_path / "ttft.json"
+    out.mkdir()
+    common = ["--ks", "1", "2", "--out", str(out)]
+    rag_ttft.main(
+        ["--model", str(tiny_llama_dir), "--data", str(xquad), "--dtypes", "float32", "--repeats", "1"]
+        + ["--target-tokens", "10", "--json", str(saved), *common]
+    )
+    res = json.loads(saved.read_text())["results"][0]
+    for k in (1, 2):
+        assert 0 < res["wall_ms"][f"floor@{k}"] < res["wall_ms"][f"warm@{k}"]  # the answer's own forward
+        assert res["warm_over_floor"][str(k)] > 1
+    assert res["first_token_same_as_full"]["warm@1"]  # one document after the prefix is exact
+    assert res["breakdown"]["int8"]["fetch"] > 0 and set(res["storage"]) == {"warm", "disk", "int8"}
+    assert set(res["indexing_s"]) == {"batched", "one per document"} and len(res["doc_tokens"]) == 2
+    page = (out / "rag_ttft.md").read_text()
+    assert "two-pass" not in page and "| warm/floor |" in page and (out / "rag_ttft.png").stat().st_size
+
+    (out / "rag_ttft.md").unlink()
+    rag_ttft.main(["--render", str(saved), *common])
+    assert (out / "rag_ttft.md").read_text() == page
+
+
+def test_rag_quality_runs_on_a_tiny_model_and_writes_its_page(
+    benchmarks: None, tiny_llama_dir: Path, xquad: Path, tmp_path: Path
+):
+    rag_quality = load("rag_quality")
+    saved = tmp_path / "quality.json"
+    rag_quality.main(
+        ["--model", str(tiny_llama_dir), "--data", str(xquad), "--dtype", "float32", "--out", str(tmp_path)]
+        + ["--n", "2", "--k", "2", "--n-single", "1", "--n-single-fp32", "1", "--fp32-check", "1"]
+        + ["--floor-n", "1", "--max-new-tokens", "4", "--recompute", "2", "--json", str(saved)]
+    )
+    res = json.loads(saved.read_text())["results"]
+    assert [set(r["outputs"]) for r in res["rows"]] == [{"full", "reuse", "recompute", "int8", "no-RAG"}] * 2
+    agree = res["agree"]
+    assert agree["full one-forward vs full"]["kl"] < 1e-6  # float32: one forward equals step by step
+    assert agree["reuse vs full"]["positions"] == agree["int8 vs reuse"]["positions"] > 0
+    assert res["single"][0]["same"] and res["single_agree"]["top1"] == 1.0  # k = 1 is exact
+    assert res["int8_entries"] in (3, 4) and res["int8_tokens"] > 0  # 2-3 distinct paragraphs + the prefix
+    assert (
+        "## Results" in (tmp_path / "rag_quality.md").read_text() and (tmp_path / "rag_quality.png").exists()
+    )
+
+
+def test_server_load_counts_batches_from_the_metrics_endpoint(benchmarks: None, tiny_llama_dir: Path):
+    """`server_load.py` drives a real server and reads its batch sizes from `/metrics`."""
+    import asyncio
+
+    from egtlm_core import EgtLM
+    from egtlm_core.server import BackgroundServer, ServerSettings
+
+    server_load = load("server_load")
+    f32 = {"torch_dtype": "float32"}
+    expected = dict(zip(DOCS, EgtLM(str(tiny_llama_dir), **f32).encode_documents(DOCS), strict=True))
+
+    def pick(rng):
+        text = rng.choice(DOCS)
+        return lambda client, phase: server_load.embed_request(client, text, expected[text], phase)
+
+    settings = ServerSettings(
+        model=str(tiny_llama_dir), model_kwargs=f32, served_name=server_load.MODEL, max_batch=8, metrics=True
+    )
+    with BackgroundServer(settings) as server:
+        phase = asyncio.run(server_load.drive(server.url, 4, 1.0, server_load.Phase("batched"), pick))
+        texts, calls = server_load.batch_texts(server.url)
+    assert not phase.errors  # every embedding equal to the in-process one
+    assert texts == len(phase.latencies["embeddings"]) and 1 <= calls <= texts
