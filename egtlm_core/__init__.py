@@ -13,13 +13,13 @@ if TYPE_CHECKING:
     from .embedding.prompts import document_text, format_instruction
     from .generation.chat import ChatResult, ChatStream
     from .generation.constrained import JsonGrammar, json_grammar, tool_call_schema  # noqa: F401
+    from .generation.options import RECOMPUTE_TOKENS, GenerationOptions
     from .generation.tools import ToolCall
     from .loading.default_model import DEFAULT_MODEL_NAME, default_model_dir
-    from .model import EgtLM, GenerationOptions
+    from .model import EgtLM
     from .rag.document_cache import DocumentCache, HandedOut  # noqa: F401 (HandedOut: adapter_kit)
     from .rag.engine import AnswerResult
     from .rag.index import DocumentIndex, IndexedDocument, ScoredDocument, check_k  # noqa: F401
-    from .rag.kv_reuse import RECOMPUTE_TOKENS
     from .shared import LazyLM, display_name, shared_lm  # noqa: F401
 
 # Each public name and the module it lives in, imported on first use (PEP 562): `import egtlm_core`
@@ -34,12 +34,12 @@ _LAZY = {
     "tool_call_schema": "generation.constrained",
     "ToolCall": "generation.tools",
     "DEFAULT_MODEL_NAME": "loading.default_model", "default_model_dir": "loading.default_model",
-    "EgtLM": "model", "GenerationOptions": "model",
+    "EgtLM": "model", "GenerationOptions": "generation.options",
     "DocumentCache": "rag.document_cache", "HandedOut": "rag.document_cache",
     "AnswerResult": "rag.engine",
     "DocumentIndex": "rag.index", "IndexedDocument": "rag.index", "ScoredDocument": "rag.index",
     "check_k": "rag.index",
-    "RECOMPUTE_TOKENS": "rag.kv_reuse",
+    "RECOMPUTE_TOKENS": "generation.options",
     "LazyLM": "shared", "display_name": "shared", "shared_lm": "shared",
 }  # fmt: skip
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -30,14 +28,12 @@ from .generation.chat import (
     ChatStream,
     chat_input_ids,
     check_messages,
-    check_sampling,
-    check_template_kwargs,
     generate_text,
     generation_config,
     stream_generate,
 )
-from .generation.constraints import OutputConstraint, check_tools, response_schema
-from .generation.tools import plan_tools
+from .generation.constraints import OutputConstraint
+from .generation.options import GenerationOptions
 from .loading.devices import resolve_device, resolve_dtype
 from .loading.registry import LoadedModel, get_model
 from .loading.sources import ModelSource, resolve_source, saved_settings
@@ -46,71 +42,12 @@ from .modeling.kernels import attention_kernel as kernel_of
 from .rag.document_cache import DocumentCache
 from .rag.engine import SharedCacheRAG
 from .rag.index import DocumentIndex, ScoredDocument
-from .rag.kv_reuse import RECOMPUTE_TOKENS, check_recompute_tokens
 from .rerank import PointwiseReranker, RankedDocument
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GenerationOptions:
-    """Everything `EgtLM.chat` and `stream_chat` take besides the messages, checked once here.
-
-    Build one and pass it (`m.chat(messages, options)`, keyword arguments override its fields), or
-    pass the fields as keyword arguments. `chat_template_kwargs` go to the tokenizer's chat template;
-    `cancel` is a `threading.Event` that, once set from any thread, ends the generation before its
-    next token (finish_reason "cancelled"); `tools`, `tool_choice` and `response_format` are
-    described in `EgtLM.chat`. A new option is one field here, read where it is used.
-
-    Example:
-        >>> opts = GenerationOptions(max_new_tokens=64, stop=["\n\n"])
-        >>> m.chat("Name a colour.", opts).text
-    """
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: Sequence[str] | None = None
-    reuse_cache: bool = False
-    recompute_tokens: int = RECOMPUTE_TOKENS
-    logits_processor: Any = None
-    chat_template_kwargs: Mapping[str, Any] | None = None
-    cancel: threading.Event | None = None
-    tools: Sequence[Mapping[str, Any]] | None = None
-    tool_choice: Any = None
-    response_format: Mapping[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        check_sampling(self.max_new_tokens, self.temperature, self.top_p)
-        if isinstance(self.stop, str):  # one stop string, not its characters
-            object.__setattr__(self, "stop", (self.stop,))
-        check_recompute_tokens(self.recompute_tokens)
-        object.__setattr__(self, "chat_template_kwargs", check_template_kwargs(self.chat_template_kwargs))
-        object.__setattr__(self, "tools", check_tools(self.tools))
-        plan_tools(self.tools or (), self.tool_choice)  # a bad tool_choice fails here, with the valid ones
-        response_schema(self.response_format)
-        if self.cancel is not None and not hasattr(self.cancel, "is_set"):
-            raise TypeError(f"cancel must be a threading.Event, got {type(self.cancel).__name__}.")
-
-    @classmethod
-    def from_options(
-        cls, options: Mapping[str, Any], base: GenerationOptions | None = None
-    ) -> GenerationOptions:
-        """Options by name (over `base`'s, if given); unknown names are refused with the valid ones
-        (no silent pass-through)."""
-        if base is not None and not isinstance(base, GenerationOptions):
-            raise TypeError(f"options must be a GenerationOptions, got {type(base).__name__}.")
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(names))
-        if unknown:
-            hints = [f"{u!r} -> {m[0]!r}" for u in unknown if (m := difflib.get_close_matches(u, names, n=1))]
-            meant = f" (did you mean {', '.join(hints)}?)" if hints else ""
-            raise TypeError(
-                f"Unknown chat option(s) {unknown}{meant}; the options are {names}. "
-                "Chat-template arguments go in chat_template_kwargs={...}."
-            )
-        return cls(**options) if base is None else dataclasses.replace(base, **options)
-
+ANSWER_DEFAULTS = GenerationOptions(max_new_tokens=128, reuse_cache=True)  # answer()'s, over chat()'s
 
 # Padded tokens per embedding forward on CPU: long texts run faster in small batches there
 # (XQuAD paragraphs, bf16, 1 thread: 4.0 s at 2 per batch vs 10.3 s at 32; STS-B sentences are
@@ -563,44 +500,33 @@ class EgtLM:
             self.tokenizer, model, options.tools or (), options.tool_choice, options.response_format
         )
         checked = constraint.prompt(check_messages(messages))
-        cancel = options.cancel or (threading.Event() if stream else None)  # a stream can be cancel()ed
-        result, pieces = self._generate(model, checked, options, constraint, cancel, stream)
+        # decoding runs with the constraint's stop strings and processors; a stream can be cancel()ed
+        options = dataclasses.replace(
+            options,
+            stop=constraint.stop(options.stop),
+            logits_processor=constraint.processors(options.logits_processor, options.max_new_tokens),
+            cancel=options.cancel or (threading.Event() if stream else None),
+        )
+        result, pieces = self._generate(model, checked, options, stream)
         if pieces is None:
             constraint.finish(result)
             return result
         if constraint.active:
             pieces = constraint.hold(pieces, result)
-        return pieces if isinstance(pieces, ChatStream) else ChatStream(pieces, result, cancel)
+        return pieces if isinstance(pieces, ChatStream) else ChatStream(pieces, result, options.cancel)
 
     def _generate(
-        self,
-        model: Any,
-        messages: list[dict[str, Any]],
-        options: GenerationOptions,
-        constraint: OutputConstraint,
-        cancel: threading.Event | None,
-        stream: bool,
+        self, model: Any, messages: list[dict[str, Any]], options: GenerationOptions, stream: bool
     ) -> tuple[ChatResult, Iterator[str] | None]:
         """(result, None) run to the end, or (result to be filled, text pieces) when streaming."""
+        if options.reuse_cache:
+            answer = self._rag.chat(messages, options, stream=stream)
+            return (answer.result, answer) if stream else (answer, None)
         config = generation_config(
             self.tokenizer, model, options.max_new_tokens, options.temperature, options.top_p
         )
-        common = {
-            "stop": constraint.stop(options.stop),
-            "logits_processor": constraint.processors(options.logits_processor, options.max_new_tokens),
-            "cancel": cancel,
-        }
-        if options.reuse_cache:
-            template_kwargs = options.chat_template_kwargs or {}
-            answer = self._rag.chat(
-                messages,
-                config,
-                recompute_tokens=options.recompute_tokens,
-                stream=stream,
-                **common,
-                **template_kwargs,
-            )
-            return (answer.result, answer) if stream else (answer, None)
+        common = {"stop": options.stop or (), "logits_processor": options.logits_processor}
+        common["cancel"] = options.cancel
         prompt = chat_input_ids(self.tokenizer, messages, options.chat_template_kwargs)
         if not stream:
             return generate_text(model, self.tokenizer, prompt, config, **common), None
@@ -666,30 +592,44 @@ class EgtLM:
         question: str,
         documents: Sequence[Any] | None = None,
         k: int = 4,
-        reuse_cache: bool = True,
-        max_new_tokens: int = 128,
+        options: GenerationOptions | None = None,
+        *,
+        stream: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Answer a question from `documents` (or the top-k indexed ones), reusing stored KV states.
 
-        Returns an `AnswerResult` with `.text`, `.ttft_s`, `.reused_tokens`, `.prefilled_tokens`.
-        `reuse_cache=False` prefills the same prompt in full (the baseline). Documents not yet in
-        the store are captured and stored on first use. Extra options: temperature, stop,
-        recompute_tokens (recompute the first n tokens of each spliced document), stream=True
-        (an iterator of text pieces), logits_processor (transformers processors called on every
-        step's scores, the first token's included, with reuse or without: to record or constrain
-        them).
+        Returns an `AnswerResult` with `.text`, `.ttft_s`, `.reused_tokens`, `.prefilled_tokens` and
+        `.reuse` (what was spliced, and what each part of the prefill took). The options are
+        `chat`'s (a `GenerationOptions` and/or its fields as keyword arguments), with answer's
+        defaults `max_new_tokens=128` and `reuse_cache=True`; `reuse_cache=False` prefills the same
+        prompt in full (the baseline). Documents not yet in the store are captured and stored on
+        first use. `recompute_tokens=n` recomputes the first n tokens of each spliced document;
+        `logits_processor` (transformers processors) sees every step's scores, the first token's
+        included, with reuse or without. `stream=True` returns the `ChatStream` that
+        `stream_answer` returns. Tools and response formats belong to `chat`.
 
         Example:
             >>> m.index(["Paris is the capital of France.", "Berlin is in Germany."])
             >>> m.answer("What is the capital of France?", k=1).text
         """
         self._generator()  # a clear error for mode="embedding"
-        return self._rag.answer(
-            question,
-            documents=documents,
-            k=k,
-            reuse_cache=reuse_cache,
-            max_new_tokens=max_new_tokens,
-            **kwargs,
-        )
+        options = GenerationOptions.from_options(kwargs, base=options or ANSWER_DEFAULTS)
+        if options.tools or options.response_format:
+            raise ValueError("answer() takes no tools or response_format; use chat() for those.")
+        if stream:  # a stream can be cancel()ed
+            options = dataclasses.replace(options, cancel=options.cancel or threading.Event())
+        return self._rag.answer(question, documents, k, options, stream=stream)
+
+    def stream_answer(
+        self,
+        question: str,
+        documents: Sequence[Any] | None = None,
+        k: int = 4,
+        options: GenerationOptions | None = None,
+        **kwargs: Any,
+    ) -> ChatStream:
+        """`answer` with the same options, yielding text pieces as they are generated (as
+        `stream_chat` does for `chat`): break, `close()` or `cancel()` stops it within a token."""
+        stream: ChatStream = self.answer(question, documents, k, options, stream=True, **kwargs)
+        return stream

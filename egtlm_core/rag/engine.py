@@ -26,12 +26,13 @@ from ..embedding.encoding import EmbeddingPass, TokenizedText, warn_truncated
 from ..embedding.inputs import check_texts
 from ..embedding.prompts import document_text
 from ..generation.chat import ChatResult, ChatStream, fit_to_context, generation_config, stream_generate
+from ..generation.options import GenerationOptions
 from ..loading.default_model import cache_root
 from ..loading.registry import LoadedModel, model_state
 from ..modeling.kernels import attention_kernel
 from .capture import DocumentPooling
 from .index import DocumentIndex, IndexedDocument, ScoredDocument, check_k
-from .kv_reuse import RECOMPUTE_TOKENS, KVReuser, ReuseStats, check_recompute_tokens
+from .kv_reuse import KVReuser, ReuseStats
 from .matching import KnownDocument, plan_from_prompt
 from .segment_plan import DEFAULT_SYSTEM, Segment, SegmentPlan, _ids, rag_layout
 
@@ -318,78 +319,53 @@ class SharedCacheRAG:
     def answer(
         self,
         question: str,
-        documents: Sequence[Any] | None = None,
-        k: int = 4,
-        reuse_cache: bool = True,
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
-        recompute_tokens: int = RECOMPUTE_TOKENS,
-        stop: Sequence[str] = (),
+        documents: Sequence[Any] | None,
+        k: int,
+        options: GenerationOptions,
         stream: bool = False,
-        cancel: Any = None,
-        logits_processor: Any = None,
     ) -> Any:
         """Answer from the given documents (or the top-k indexed ones); see `EgtLM.answer`.
 
         `stream=True` returns a `ChatStream` (its `.result` is this answer's `AnswerResult` once the
-        pieces end); setting `cancel` stops the generation within one token. `logits_processor`
-        (transformers processors) sees every step's scores, the first token's included, on both
-        the reuse and the full-prefill path."""
+        pieces end). `options.logits_processor` (transformers processors) sees every step's scores,
+        the first token's included, on both the reuse and the full-prefill path."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string.")
-        check_recompute_tokens(recompute_tokens)
         texts = [document_text(d) for d in documents] if documents is not None else self.retrieve(question, k)
         plan = self.plan(question, texts)
-        model = self._generator()
-        config = generation_config(self.tokenizer, model, max_new_tokens, temperature, 1.0)
-        config = fit_to_context(model, len(plan.token_ids), config)
         result = AnswerResult("", 0, 0, "stop", documents=texts)
-        pieces = self._run(
-            plan, model, config, result, reuse_cache, recompute_tokens, stop, logits_processor, cancel=cancel
-        )
-        if stream:
-            return ChatStream(pieces, result, cancel)
-        for _ in pieces:
-            pass
-        return result
+        return self._start(plan, options, result, stream)
 
-    def chat(
-        self,
-        messages: list[dict[str, Any]],
-        config: Any,
-        reuse_cache: bool = True,
-        stop: Sequence[str] = (),
-        logits_processor: Any = None,
-        stream: bool = False,
-        recompute_tokens: int = RECOMPUTE_TOKENS,
-        cancel: Any = None,
-        **template_kwargs: Any,
-    ) -> Any:
+    def chat(self, messages: list[dict[str, Any]], options: GenerationOptions, stream: bool = False) -> Any:
         """Chat where known documents found in the rendered prompt are spliced from the store.
 
         This is how a framework chain (retriever | prompt | chat model) reuses the states of the
         documents it retrieved without changing the chain: the prompt is planned around them.
         """
-        check_recompute_tokens(recompute_tokens)
-        prompt = self.render_prompt(messages, **template_kwargs)
+        prompt = self.render_prompt(messages, **(options.chat_template_kwargs or {}))
         plan = plan_from_prompt(self.tokenizer, prompt, self.known_documents())
         result = AnswerResult("", 0, 0, "stop", documents=[s.text or "" for s in plan.documents])
+        alternates = (self.default_prefix(),) if plan.documents else ()
+        return self._start(plan, options, result, stream, alternates)
+
+    def _start(
+        self,
+        plan: SegmentPlan,
+        options: GenerationOptions,
+        result: AnswerResult,
+        stream: bool,
+        alternates: Sequence[Segment] = (),
+    ) -> Any:
+        """The run's stream, or its finished result. The prompt is checked against the context here
+        (`fit_to_context`), so that an over-long prompt fails at the call, not at the first piece."""
         model = self._generator()
-        config = fit_to_context(model, len(plan.token_ids), config)
-        pieces = self._run(
-            plan,
-            model,
-            config,
-            result,
-            reuse_cache,
-            recompute_tokens,
-            stop,
-            logits_processor,
-            cancel=cancel,
-            alternates=(self.default_prefix(),) if plan.documents else (),
+        config = generation_config(
+            self.tokenizer, model, options.max_new_tokens, options.temperature, options.top_p
         )
+        config = fit_to_context(model, len(plan.token_ids), config)
+        pieces = self._run(plan, model, config, result, options, alternates)
         if stream:
-            return ChatStream(pieces, result, cancel)
+            return ChatStream(pieces, result, options.cancel)
         for _ in pieces:
             pass
         return result
@@ -400,40 +376,37 @@ class SharedCacheRAG:
         model: Any,
         config: Any,
         result: AnswerResult,
-        reuse: bool,
-        recompute_tokens: int,
-        stop: Sequence[str],
-        logits_processor: Any = None,
+        options: GenerationOptions,
         alternates: Sequence[Segment] = (),
-        cancel: Any = None,
     ) -> Iterator[str]:
-        """The answer's text pieces. Callers check the prompt against the context first
-        (`fit_to_context`), so that an over-long prompt fails at the call, not at the first piece."""
+        """The answer's text pieces: reused states spliced and the live tokens prefilled in one
+        forward, or (`reuse_cache=False`, nothing to splice, or RoPE refuses) a full prefill."""
         start = time.perf_counter()
         ids = plan.token_ids
-        reuse = reuse and bool(plan.documents)  # nothing to splice: plain generation (no store, no RoPE)
+        reuse = options.reuse_cache and bool(plan.documents)  # nothing to splice: plain generation
         problem = self.reuser.rope.reuse_problem(len(ids) + config.max_new_tokens) if reuse else None
         if reuse and problem:
             logger.warning("Not reusing cached states: %s; prefilling the whole prompt.", problem)
         outcome = {"stats": ReuseStats(prefilled_tokens=len(ids), fallback=problem)}
-        options: dict[str, Any] = {"stop": stop, "logits_processor": logits_processor, "result": result}
-        options["cancel"] = cancel  # a set event stops decoding within a token (generation/chat.py)
+        # a set `cancel` event stops decoding within a token (generation/chat.py)
+        decoding: dict[str, Any] = {"stop": options.stop or (), "result": result, "cancel": options.cancel}
+        decoding["logits_processor"] = options.logits_processor
         if reuse and not problem:
 
             def prefill() -> tuple[Any, Any]:
                 # One forward for every live token (separators, question) gives the first token's
                 # logits; run in the generation slot, then decoding goes on without `generate`.
                 cache, logits, outcome["stats"] = self.reuser.prefill(
-                    plan, model, recompute_tokens, alternates
+                    plan, model, options.recompute_tokens, alternates
                 )
                 return cache, logits
 
-            options["prefill"] = prefill
-        pieces = stream_generate(model, self.tokenizer, ids, config, **options)
+            decoding["prefill"] = prefill
+        pieces = stream_generate(model, self.tokenizer, ids, config, **decoding)
         prepared = time.perf_counter() - start
         yield from pieces
         stats = outcome["stats"]
-        if "prefill" not in options:  # generate timed its first token from its own start
+        if "prefill" not in decoding:  # generate timed its first token from its own start
             result.ttft_s = None if result.ttft_s is None else result.ttft_s + prepared
         result.total_s = time.perf_counter() - start
         result.reused_tokens, result.prefilled_tokens, result.reuse = (

@@ -23,28 +23,13 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from ..cache import CacheKey, CacheTier, KVEntry, MemoryTier, sha256_text
+from ..generation.options import RECOMPUTE_TOKENS, check_recompute_tokens  # noqa: F401 (re-exported)
 from ..modeling.compat import cache_kwarg
 from ..modeling.rope import RopeInfo, rerotate_keys, rope_info
 from .capture import DocumentPooling, PaddingSide, capture_all, capture_batch
 from .segment_plan import Segment, SegmentPlan
 
 logger = logging.getLogger(__name__)
-
-
-RECOMPUTE_TOKENS = 32
-"""Leading tokens of each spliced document recomputed live by default. A spliced document never
-attended to the documents before it; recomputing its first 32 tokens lets its head see them, which
-recovers most of what multi-document reuse costs for a few percent of latency (LangChain chain, k = 4,
-80 XQuAD questions, shipped adapter: gold span 9/80 spliced as-is, 19/80 with 32, 25/80 full prefill;
-docs/shared_cache.md). Exact slots (the first document after its own prompt head) are never
-recomputed. 0 splices every stored token (the fastest)."""
-
-
-def check_recompute_tokens(recompute_tokens: Any) -> None:
-    """`recompute_tokens` is how many leading tokens of each spliced document are recomputed."""
-    n = recompute_tokens
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"recompute_tokens must be an integer ≥ 0, got {n!r}.")
 
 
 @dataclass

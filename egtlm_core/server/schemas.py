@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..rag.kv_reuse import RECOMPUTE_TOKENS
+from ..generation.options import RECOMPUTE_TOKENS
 
 
 class _Body(BaseModel):

@@ -97,6 +97,26 @@ def test_stream_yields_pieces_that_join_to_the_text(tiny_llama_dir):
     assert "".join(pieces) == text and text
 
 
+def test_answer_takes_chats_options_object_and_streams_like_chat(tiny_llama_dir):
+    """One options object for chat and answer (answer's own defaults: 128 tokens, reuse on), and
+    one streaming convention: `stream_chat` / `stream_answer`."""
+    from egtlm_core import GenerationOptions
+
+    m = load(tiny_llama_dir)
+    options = GenerationOptions(max_new_tokens=6, reuse_cache=False)
+    full = m.answer(QUESTION, DOCS[:2], options=options)
+    assert full.reuse.reused_tokens == 0 and full.completion_tokens <= 6
+    reused = m.answer(QUESTION, DOCS[:2], options=options, reuse_cache=True)  # a keyword wins
+    assert reused.reuse.reused_tokens > 0
+    with m.stream_answer(QUESTION, DOCS[:2], max_new_tokens=6) as stream:
+        assert "".join(stream) == reused.text
+    assert stream.result.reused_tokens == reused.reused_tokens
+    with pytest.raises(TypeError, match="max_new_tokens"):
+        m.answer(QUESTION, DOCS[:2], max_new_token=4)  # a typo is named, with the option meant
+    with pytest.raises(ValueError, match="use chat"):
+        m.answer(QUESTION, DOCS[:2], response_format={"type": "json_object"})
+
+
 class Forcer:
     """A logits processor that records each step's scores and, given tokens, forces them."""
 
