@@ -2,7 +2,7 @@
 
 Fresh processes, interleaved (the order reversed every other round), medians:
 
-    import       `python -c "import egtlm_core"`
+    import       `python -c "import egtlm_core"` (lazy: no torch yet) and `from egtlm_core import EgtLM`
     ask          `egtlm ask QUESTION` over a few indexed chunks (states on disk), 16 new tokens
     ask, no merged copy   the same with `EGTLM_MERGED_CACHE=0`: the shipped adapter merged with
                  peft at every load, as before the merged copy was kept (the side-by-side pair)
@@ -15,6 +15,7 @@ Writes docs/benchmarks/cold_start.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -27,6 +28,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DOCS_BENCH_DIR, REPO_ROOT, cpu_model, markdown_table, write_text  # noqa: E402
 
 QUESTION = "What does egtlm share between embedding and generation?"
+# One cold process, timed phase by phase as `egtlm ask` runs them (printed as JSON on the last line).
+PHASES = f"""
+import json, sys, time
+t0 = time.perf_counter()
+from egtlm_core import EgtLM
+from egtlm_core.cli.documents import load_index
+from pathlib import Path
+t1 = time.perf_counter()
+lm = EgtLM(mode="unified")
+t2 = time.perf_counter()
+load_index(Path(sys.argv[1]), lm.documents)
+hits = lm.search({QUESTION!r}, 4)
+t3 = time.perf_counter()
+stream = lm.stream_answer({QUESTION!r}, [h.document.text for h in hits], max_new_tokens=16)
+first = None
+for piece in stream:
+    first = first or time.perf_counter()
+t4 = time.perf_counter()
+print(json.dumps({{"import torch, transformers, egtlm": t1 - t0, "load the model": t2 - t1,
+    "read the index, embed the question, search": t3 - t2, "first token (reuse)": first - t3,
+    "15 more tokens": t4 - first}}))
+"""
 
 
 def run(argv: list[str], env: dict[str, str]) -> float:
@@ -58,6 +81,7 @@ def main() -> None:
         ask = [*cli, "ask", QUESTION, "--index-file", index, "--max-new-tokens", "16"]
         cases = {
             "import egtlm_core": ([python, "-c", "import egtlm_core"], env),
+            "from egtlm_core import EgtLM": ([python, "-c", "from egtlm_core import EgtLM"], env),
             "egtlm ask": (ask, env),
             "egtlm ask, no merged copy": (ask, {**env, "EGTLM_MERGED_CACHE": "0"}),
         }
@@ -66,6 +90,11 @@ def main() -> None:
             for name in list(cases)[:: 1 if r % 2 == 0 else -1]:
                 times[name].append(run(*cases[name]))
             print(f"round {r + 1}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()), flush=True)
+        phases = json.loads(
+            subprocess.run([python, "-c", PHASES, index], env=env, capture_output=True, text=True, check=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
     median = {name: statistics.median(t) for name, t in times.items()}
     rows = [[name, f"{median[name]:.2f}", " / ".join(f"{t:.2f}" for t in times[name])] for name in cases]
     gain = median["egtlm ask, no merged copy"] / median["egtlm ask"]
@@ -76,6 +105,11 @@ def main() -> None:
 chunks of the README with their KV states on disk; 16 new tokens.
 
 {markdown_table(["process", "median s", "each round (s)"], rows)}
+
+Where one cold `egtlm ask` spends its time (one more process, timed inside; Python's own start and
+the CLI's argument parsing are the rest):
+
+{markdown_table(["phase", "s"], [[k, f"{v:.2f}"] for k, v in phases.items()])}
 
 Keeping the adapter merged (`<cache>/merged`, made at the first load) makes a cold `egtlm ask`
 **{gain:.2f}×** as fast as merging it with peft at every load. The target (≤ 5 s) is not met here:
