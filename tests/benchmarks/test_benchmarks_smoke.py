@@ -139,3 +139,58 @@ def test_server_load_counts_batches_from_the_metrics_endpoint(benchmarks: None, 
         texts, calls = server_load.batch_texts(server.url)
     assert not phase.errors  # every embedding equal to the in-process one
     assert texts == len(phase.latencies["embeddings"]) and 1 <= calls <= texts
+
+
+# --- every other benchmark's smallest mode: a tiny random model, the tiny data (conftest.py), temp output
+def run_script(name: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> object:
+    """`python benchmarks/<name>.py ARGV`, in this process (torch imported once for all the tests)."""
+    module = load(name)
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / f"{name}.py"), *map(str, argv)])
+    return module.main()
+
+
+def test_inbedder_small(benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, tmp_path: Path, monkeypatch):
+    saved = tmp_path / "inbedder.json"
+    argv = ["--model", tiny_llama_dir, "--per-class", 2, "--pools", "first", "--dtype", "float32"]
+    run_script("inbedder", [*argv, "--json", saved], monkeypatch)
+    res = json.loads(saved.read_text())
+    assert res["found"] == {"person": 2, "date": 2, "place": 2, "number": 2}  # every kind labelled
+    assert {"plain encode", "answer states (first) + instruction"} <= set(res["rows"])
+    assert all(0 <= row["v_measure"] <= 1 for row in res["rows"].values())
+
+
+def test_rerank_small(benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, tmp_path: Path, monkeypatch):
+    saved = tmp_path / "rerank.json"
+    argv = ["--model", tiny_llama_dir, "--queries", 3, "--docs", 6, "--top", 3, "--dtype", "float32"]
+    run_script("rerank", [*argv, "--json", saved], monkeypatch)
+    res = json.loads(saved.read_text())
+    assert res["queries"] == 3 and res["documents"] == 6
+    assert {"dense", "bm25", "dense + rerank (yes_no)", "bm25 + rerank (query_likelihood)"} <= set(
+        res["rows"]
+    )
+    assert set(res["latency_s"]) == {"yes_no", "query_likelihood"}
+
+
+def test_index_throughput_small(
+    benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, tmp_path: Path, monkeypatch
+):
+    page = tmp_path / "index_throughput.md"
+    argv = ["--model", tiny_llama_dir, "--scifact-docs", 6, "--scifact-queries", 3, "--page", page]
+    run_script("index_throughput", argv, monkeypatch)
+    text = page.read_text()
+    assert text.startswith("# Indexing: one pass vs two passes")
+    assert "| XQuAD | 8 |" in text and "| SciFact | 6 |" in text and "recall@5" in text
+
+
+def test_quality_small(benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, tmp_path: Path, monkeypatch):
+    saved, out = tmp_path / "quality.json", tmp_path / "page"
+    argv = ["--base", tiny_llama_dir, "--tasks", "sts", "scifact", "xquad", "rag", "--limit", 3]
+    run_script(
+        "quality",
+        [*argv, "--scifact-docs", 6, "--rag-questions", 2, "--out", out, "--json", saved],
+        monkeypatch,
+    )
+    res = json.loads(saved.read_text())
+    assert set(res["tasks"]) == {"sts", "scifact", "xquad", "rag"} and list(res["tasks"]["sts"]) == ["base"]
+    text = (out / "quality.md").read_text()
+    assert "## Details" in text and "## Reproduce" in text and (out / "quality.png").stat().st_size

@@ -1,0 +1,84 @@
+"""A tiny copy of the shared evaluation data (`$EGTLM_DATA_DIR` layout), so the benchmarks' smallest
+modes run in CI without ../shared: a few STS-B pairs, SciFact documents/claims/qrels and XQuAD
+paragraphs whose questions cover every answer kind `inbedder.py` labels."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+STS = [
+    ("A plane is taking off.", "An air plane is taking off.", "5.000"),
+    ("A man is playing a flute.", "A man plays the flute.", "4.200"),
+    ("A cat sat on the mat.", "The dog slept by the fire.", "0.800"),
+    ("Paris is the capital of France.", "Berlin is the capital of Germany.", "1.600"),
+    ("The quick brown fox jumps.", "A fast brown fox leaps.", "4.000"),
+    ("A woman is slicing onions.", "A man is driving a car.", "0.200"),
+]
+SCIFACT_DOCS = {
+    "d1": ("Foxes", "The quick brown fox jumps over the lazy dog."),
+    "d2": ("Capitals", "Paris is the capital of France. Berlin is the capital of Germany."),
+    "d3": ("Cats", "A cat sat on the mat while the dog slept by the fire."),
+    "d4": ("Retrieval", "Retrieval augmented generation reads documents before answering questions."),
+    "d5": ("Numbers", "Numbers like 12345 and words like don't, can't and it's."),
+    "d6": ("Rivers", "The river runs past the station below the mountain."),
+}
+SCIFACT_CLAIMS = {  # id: (claim, judged document, split)
+    "1": ("A fox jumps over a dog.", "d1", "test"),
+    "2": ("Paris is in France.", "d2", "test"),
+    "3": ("Cats sit on mats.", "d3", "test"),
+    "4": ("Generation reads documents.", "d4", "train"),
+    "5": ("Rivers run past stations.", "d6", "train"),
+}
+XQUAD = [  # (paragraph, question, answer): two of each kind inbedder.py labels
+    ("Ada Lovelace wrote the first program.", "Who wrote the first program?", "Ada Lovelace"),
+    ("Alan Turing broke the code.", "Who broke the code?", "Alan Turing"),
+    ("The bridge opened in 1932.", "When did the bridge open?", "1932"),
+    ("The treaty was signed in March 1815.", "When was the treaty signed?", "March 1815"),
+    ("The fox lives in Paris.", "Where does the fox live?", "Paris"),
+    ("The cat sat in Berlin.", "Where did the cat sit?", "Berlin"),
+    ("The team has 42 players.", "How many players does the team have?", "42"),
+    ("The tower is twelve metres high.", "How high is the tower in metres?", "twelve"),
+]
+
+
+def write_tiny_data(root: Path) -> Path:
+    (root / "stsb_en").mkdir(parents=True)
+    header = "split\tgenre\tdataset\tyear\tsid\tscore\tsentence1\tsentence2"
+    lines = [header] + [
+        f"{split}\tmain\tMSRvid\t2012\t{i:04d}\t{score}\t{a}\t{b}"
+        for split in ("train", "dev", "test")
+        for i, (a, b, score) in enumerate(STS)
+    ]
+    with gzip.open(root / "stsb_en" / "stsbenchmark.tsv.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+    sci = root / "scifact"
+    (sci / "qrels").mkdir(parents=True)
+    corpus = [json.dumps({"_id": i, "title": t, "text": x}) for i, (t, x) in SCIFACT_DOCS.items()]
+    (sci / "corpus.jsonl").write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    claims = [json.dumps({"_id": i, "text": c, "metadata": {}}) for i, (c, _, _) in SCIFACT_CLAIMS.items()]
+    (sci / "queries.jsonl").write_text("\n".join(claims) + "\n", encoding="utf-8")
+    for split in ("train", "test"):
+        rows = [f"{q}\t{d}\t1" for q, (_, d, s) in SCIFACT_CLAIMS.items() if s == split]
+        (sci / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+
+    (root / "xquad").mkdir()
+    paragraphs = [
+        {"context": c, "qas": [{"id": f"x{i}", "question": q, "answers": [{"text": a}]}]}
+        for i, (c, q, a) in enumerate(XQUAD)
+    ]
+    xquad = {"data": [{"title": "tiny", "paragraphs": paragraphs}]}
+    (root / "xquad" / "xquad.en.json").write_text(json.dumps(xquad), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tiny data folder, made the readers' default (`$EGTLM_DATA_DIR`, inherited by children)."""
+    root = write_tiny_data(tmp_path / "data")
+    monkeypatch.setenv("EGTLM_DATA_DIR", str(root))
+    return root
