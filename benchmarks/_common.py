@@ -34,6 +34,18 @@ def ensure_repo_on_path() -> None:
             sys.path.insert(0, str(p))
 
 
+# --- command line -------------------------------------------------------------------------------
+def add_model_option(parser: Any) -> None:
+    """`--model`: a model directory or hub id; "default" (the default) is the packaged `EgtLM()` model.
+    Smoke tests pass a tiny random model so every benchmark runs in seconds in CI."""
+    parser.add_argument("--model", default="default", help="model path or hub id (default: EgtLM()'s)")
+
+
+def model_name(args: Any) -> str | None:
+    """`EgtLM(model_name(args))`: None for the packaged default."""
+    return None if args.model in (None, "default") else args.model
+
+
 # --- data ---------------------------------------------------------------------------------------
 def xquad_paragraphs(path: str | os.PathLike | None = None) -> list[tuple[str, Any]]:
     """(paragraph, its first question) of every XQuAD paragraph in file order, read by

@@ -56,19 +56,19 @@ def log(msg: str) -> None:
 
 
 # --- systems --------------------------------------------------------------------------------------
-def load_systems(dtype_override: str | None) -> dict[str, Any]:
+def load_systems(dtype_override: str | None, model: str | None = None) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
     from egtlm_core import EgtLM, default_model_dir
 
-    model_dir = str(default_model_dir())
+    model_dir = model or str(default_model_dir())
     kw: dict[str, Any] = {"torch_dtype": dtype_override} if dtype_override else {}
-    egt_default = EgtLM(**kw)
+    egt_default = EgtLM(model, **kw)
     dtype = egt_default.dtype
     # max_batch_tokens=None: the same length-sorted batches of batch_size texts as sentence-transformers
     egt_same = EgtLM(
-        torch_dtype=dtype, attention="causal", pooling="mean", embed_eos="", max_batch_tokens=None
+        model, torch_dtype=dtype, attention="causal", pooling="mean", embed_eos="", max_batch_tokens=None
     )
     max_length = egt_default.config.max_length
     # Plain-text modality only: without a "message" entry ST 6 does not wrap text in the chat template.
@@ -195,7 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-investigate", action="store_true", help="skip profile, knobs, 1-thread run")
     ap.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks files")
+    C.add_model_option(ap)
+    ap.add_argument(
+        "--peak-sizes", type=int, nargs="+", default=[2048, 3072, 4096], help="matmul sizes for the peak"
+    )
+    ap.add_argument("--out", type=Path, default=C.DOCS_BENCH_DIR, help="folder for the page and plot")
     args = ap.parse_args(argv)
+    global MD_PATH, PNG_PATH
+    MD_PATH, PNG_PATH = args.out / MD_PATH.name, args.out / PNG_PATH.name
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     t0 = time.perf_counter()
-    S = load_systems(args.dtype)
+    S = load_systems(args.dtype, C.model_name(args))
     dtype = S["dtype"]
     egt_default, egt_same, st_same = S["egt_default"], S["egt_same"], S["st_same"]
     st_default, st_default_matched = S["st_default"], S["st_default_matched"]
@@ -280,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     st(st_default)(warm[::4])
     if st_default_matched is not None:
         st(st_default_matched)(warm[::2])
-    peak_meter = C.MatmulPeak(dtype)
+    peak_meter = C.MatmulPeak(dtype, sizes=args.peak_sizes)
     peak_meter(1)
 
     R = args.repeats

@@ -40,6 +40,9 @@ from langchain_core.tools import tool  # noqa: E402
 from langchain_egtlm import ChatEgtLM  # noqa: E402
 from pydantic import BaseModel, Field, ValidationError  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import add_model_option, model_name  # noqa: E402
+
 
 @tool
 def get_weather(location: str) -> str:
@@ -206,15 +209,24 @@ def structured(chat: ChatEgtLM) -> dict[str, tuple[int, int]]:
     return out
 
 
-def main() -> None:
-    argparse.ArgumentParser(
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    ).parse_args()
-    chat = ChatEgtLM(max_tokens=64)
+    )
+    add_model_option(parser)
+    parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per call")
+    parser.add_argument("--seeds", type=int, default=10, help="sampled runs per prompt (auto_call_sampled)")
+    parser.add_argument("--dtype", default=None, help="EgtLM's torch_dtype (default: its 'auto')")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "benchmarks" / "langchain_tool_calling.json"
+    )
+    args = parser.parse_args(argv)
+    load = {"torch_dtype": args.dtype} if args.dtype else {}
+    chat = ChatEgtLM(model=model_name(args), max_tokens=args.max_tokens, model_kwargs=load)
     start = time.perf_counter()
     rows: dict[str, str] = {}
     rows["auto_call"] = rate(*auto_call(chat))
-    rows["auto_call_sampled"] = rate(*auto_call_sampled(chat))
+    rows["auto_call_sampled"] = rate(*auto_call_sampled(chat, args.seeds))
     rows["result_used (ours: words + user turn)"] = rate(*result_used(chat, ours))
     rows["result_used (JSON call + tool role)"] = rate(*result_used(chat, json_tool_role))
     valid, right = forced(chat)
@@ -225,9 +237,10 @@ def main() -> None:
     for name, value in rows.items():
         print(f"{name:<{width}}  {value}")
     print(f"({time.perf_counter() - start:.0f} s, model {chat.client!r})")
-    out = ROOT / "docs" / "benchmarks" / "langchain_tool_calling.json"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": repr(chat.client), "max_tokens": 64, "rates": rows}, indent=2) + "\n")
+    record = {"model": repr(chat.client), "max_tokens": args.max_tokens, "rates": rows}
+    out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

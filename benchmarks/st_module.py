@@ -31,33 +31,40 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    C.add_model_option(parser)
     parser.add_argument("--n", type=int, default=512, help="sentences (evenly spread over STS-B test)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--wait-quiet", type=float, default=60, metavar="S", help="wait up to S s for idle CPUs"
+    )
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from sentence_transformers import SentenceTransformer
     from sentence_transformers_egtlm import to_sentence_transformer
 
     from egtlm_core import EgtLM, default_model_dir
+    from egtlm_core.evaluation import read_stsb
 
-    rows = C.read_stsb("test")
-    texts = C.spread_subset(list(dict.fromkeys(t for a, b, _ in rows for t in (a, b))), args.n)
-    lm = EgtLM()
+    rows = read_stsb("test")
+    texts = C.spread_subset(list(dict.fromkeys(t for p in rows for t in (p.text1, p.text2))), args.n)
+    name = C.model_name(args)
+    lm = EgtLM(name)
     st = to_sentence_transformer(lm)
-    stock = SentenceTransformer(str(default_model_dir()), device="cpu")
+    stock = SentenceTransformer(name or str(default_model_dir()), device="cpu")
     systems = {
         "EgtLM.encode": lambda: lm.encode(texts),
         "ST + EgtLMEncoder": lambda: st.encode(texts, batch_size=32),
         "SentenceTransformer(dir)": lambda: stock.encode(texts, batch_size=32),
     }
-    C.wait_for_quiet(60, log=print)
+    if args.wait_quiet:
+        C.wait_for_quiet(args.wait_quiet, log=print)
     timings = C.interleave(systems, args.repeats)
 
-    lm32 = EgtLM(torch_dtype="float32")
+    lm32 = EgtLM(name, torch_dtype="float32")
     st32 = to_sentence_transformer(lm32)
     check = texts[:128]
     diff_auto = float(np.abs(timings["ST + EgtLMEncoder"].last - timings["EgtLM.encode"].last).max())

@@ -82,3 +82,12 @@ def tiny_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = write_tiny_data(tmp_path / "data")
     monkeypatch.setenv("EGTLM_DATA_DIR", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_4k_dir(tmp_path_factory) -> Path:
+    """The tiny llama with 4096 positions: the tool-calling prompts (tool schemas in a 400-token BPE)
+    leave too few of 512 positions for a grammar's shortest output."""
+    from tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny4k") / "llama", max_position_embeddings=4096)

@@ -194,3 +194,37 @@ def test_quality_small(benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, 
     assert set(res["tasks"]) == {"sts", "scifact", "xquad", "rag"} and list(res["tasks"]["sts"]) == ["base"]
     text = (out / "quality.md").read_text()
     assert "## Details" in text and "## Reproduce" in text and (out / "quality.png").stat().st_size
+
+
+def test_st_module_small(benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, monkeypatch, capsys):
+    """Stock `SentenceTransformer(dir)` loads the tiny checkpoint offline too: all three systems run."""
+    argv = ["--model", tiny_llama_dir, "--n", 8, "--repeats", 1, "--wait-quiet", 0]
+    run_script("st_module", argv, monkeypatch)
+    out = capsys.readouterr().out
+    assert "| system | dtype | tokens/sentence | median s | sentences/s | vs EgtLM.encode |" in out
+    for system in ("| EgtLM.encode | float32 |", "| ST + EgtLMEncoder |", "| SentenceTransformer(dir) |"):
+        assert system in out
+    assert "max |ST + EgtLMEncoder - EgtLM.encode|" in out and "8 STS-B test sentences" in out
+
+
+def test_encode_throughput_small(
+    benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, tmp_path, monkeypatch
+):
+    out = tmp_path / "page"
+    sizes = ["--n", 8, "--repeats", 1, "--default-n", 4, "--chunk", 4, "--batch-size", 4, "--peak-sizes", 64]
+    argv = ["--model", tiny_llama_dir, *sizes, "--no-investigate", "--dtype", "float32", "--out", out]
+    run_script("encode_throughput", argv, monkeypatch)
+    page = (out / "encode_throughput.md").read_text()
+    assert page.startswith("#") and "same work" in page and "EgtLM()" in page and "matmul peak" in page
+    assert (out / "encode_throughput.png").stat().st_size
+
+
+def test_langchain_tool_calling_small(benchmarks: None, tiny_llama_4k_dir: Path, tmp_path: Path, monkeypatch):
+    saved = tmp_path / "tool_calling.json"
+    argv = ["--model", tiny_llama_4k_dir, "--seeds", 1, "--dtype", "float32", "--out", saved]
+    run_script("langchain_tool_calling", argv, monkeypatch)
+    res = json.loads(saved.read_text())
+    assert res["max_tokens"] == 64 and "tiny4k" in res["model"]
+    rates = res["rates"]
+    assert {"auto_call", "auto_call_sampled", "forced_args_right", "free_json_valid"} <= set(rates)
+    assert rates["forced_valid"] == "8/8" and rates["structured_valid (json_schema)"] == "8/8"  # grammar
