@@ -25,7 +25,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOCS_BENCH_DIR, REPO_ROOT, cpu_model, markdown_table, write_text  # noqa: E402
+from _common import (  # noqa: E402
+    DOCS_BENCH_DIR,
+    REPO_ROOT,
+    add_model_option,
+    cpu_model,
+    markdown_table,
+    model_name,
+    write_text,
+)
 
 QUESTION = "What does egtlm share between embedding and generation?"
 # One cold process, timed phase by phase as `egtlm ask` runs them (printed as JSON on the last line).
@@ -36,7 +44,7 @@ from egtlm_core import EgtLM
 from egtlm_core.cli.documents import load_index
 from pathlib import Path
 t1 = time.perf_counter()
-lm = EgtLM(mode="unified")
+lm = EgtLM(sys.argv[2] or None, mode="unified")
 t2 = time.perf_counter()
 load_index(Path(sys.argv[1]), lm.documents)
 hits = lm.search({QUESTION!r}, 4)
@@ -61,15 +69,17 @@ def run(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_model_option(parser)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each process")
     parser.add_argument("--out", type=Path, default=DOCS_BENCH_DIR / "cold_start.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     python = sys.executable
+    model = model_name(args)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     with tempfile.TemporaryDirectory(prefix="egtlm-cold-") as tmp:
         docs = Path(tmp) / "docs"
@@ -77,8 +87,10 @@ def main() -> None:
         (docs / "readme.md").write_text((REPO_ROOT / "README.md").read_text(encoding="utf-8")[:6000])
         index = str(Path(tmp) / "index.json")
         cli = [python, "-m", "egtlm_core.cli.main"]
-        run([*cli, "index", str(docs), "--index-file", index], env)  # states on disk, merged copy made
+        chosen = ["--model", model] if model else []
+        run([*cli, "index", str(docs), "--index-file", index, *chosen], env)  # states on disk, merged copy
         ask = [*cli, "ask", QUESTION, "--index-file", index, "--max-new-tokens", "16"]
+        ask += chosen
         cases = {
             "import egtlm_core": ([python, "-c", "import egtlm_core"], env),
             "from egtlm_core import EgtLM": ([python, "-c", "from egtlm_core import EgtLM"], env),
@@ -91,16 +103,23 @@ def main() -> None:
                 times[name].append(run(*cases[name]))
             print(f"round {r + 1}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()), flush=True)
         phases = json.loads(
-            subprocess.run([python, "-c", PHASES, index], env=env, capture_output=True, text=True, check=True)
+            subprocess.run(
+                [python, "-c", PHASES, index, model or ""],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             .stdout.strip()
             .splitlines()[-1]
         )
     median = {name: statistics.median(t) for name, t in times.items()}
     rows = [[name, f"{median[name]:.2f}", " / ".join(f"{t:.2f}" for t in times[name])] for name in cases]
     gain = median["egtlm ask, no merged copy"] / median["egtlm ask"]
+    shown = f" --model {model}" if model else ""
     page = f"""# Cold start: a new process answering one question
 
-`python benchmarks/cold_start.py --rounds {args.rounds} --threads {args.threads}` on **{cpu_model()}**
+`python benchmarks/cold_start.py --rounds {args.rounds} --threads {args.threads}{shown}` on **{cpu_model()}**
 (`OMP_NUM_THREADS={args.threads}` in each process). Fresh processes, interleaved; the index holds 6
 chunks of the README with their KV states on disk; 16 new tokens.
 

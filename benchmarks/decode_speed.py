@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOCS_BENCH_DIR, ensure_repo_on_path, machine_facts, markdown_table, write_text  # noqa: E402
+from _common import (  # noqa: E402
+    DOCS_BENCH_DIR,
+    add_model_option,
+    ensure_repo_on_path,
+    machine_facts,
+    markdown_table,
+    model_name,
+    write_text,
+)
 
 ensure_repo_on_path()
 
@@ -134,22 +142,25 @@ def profile_step(run: Callable[[int], Any], tokens: int) -> dict[str, Any]:
     return {"ms": {k: v / steps for k, v in kinds.items()}, "ops_per_step": count / steps}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_model_option(parser)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bandwidth-mb", type=int, default=512, help="buffer read for the bandwidth")
     parser.add_argument("--out", type=Path, default=DOCS_BENCH_DIR / "decode_speed.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine_facts(torch.get_num_threads())
-    bandwidth = read_bandwidth_gbs()
+    bandwidth = read_bandwidth_gbs(args.bandwidth_mb)
     print(f"CPU: {info['cpu']}; one thread reads {bandwidth:.1f} GB/s", flush=True)
 
-    user = EgtLM()  # what a user gets: dtype "auto"
-    pinned = {name: EgtLM(torch_dtype=name) for name in ("float32", "bfloat16")}
+    name_or_path = model_name(args)
+    user = EgtLM(name_or_path)  # what a user gets: dtype "auto"
+    pinned = {name: EgtLM(name_or_path, torch_dtype=name) for name in ("float32", "bfloat16")}
     systems: dict[str, tuple[EgtLM, Callable[[int], Any]]] = {
         "egtlm (auto)": (user, egtlm_runner(user)),
         "transformers generate (same weights)": (user, hf_runner(user)),
@@ -177,14 +188,20 @@ def main() -> None:
     share = prof["ms"].get("matrix products", 0.0) / sum(prof["ms"].values())
     matmul_gbs = weight_bytes(user.model) / 1e9 / (prof["ms"].get("matrix products", float("nan")) / 1e3)
     hf_ms, _ = results["transformers generate (same weights)"]
+    described = (
+        "the packaged default model (SmolLM2-135M-Instruct + the shipped adapter)"
+        if name_or_path is None
+        else f"the model `{name_or_path}`"
+    )
     page = f"""# Decoding speed: egtlm against the memory-bandwidth floor
 
 `python benchmarks/decode_speed.py --threads {args.threads} --tokens {args.tokens} --rounds {args.rounds}`
 on **{info["cpu"]}**, {info["torch_threads"]} torch thread(s), torch {info.get("torch", "")},
-the packaged default model (SmolLM2-135M-Instruct + the shipped adapter). One thread reads
-**{bandwidth:.1f} GB/s** here (a sum over a 512 MB buffer, best of 5); the floor of a decode step is
-the weights' bytes over that rate. ms/token excludes the prompt's prefill ((t(N) − t(1)) / (N − 1),
-median of {args.rounds} interleaved rounds, greedy, end-of-text suppressed so that N tokens are decoded).
+{described}. One thread reads
+**{bandwidth:.1f} GB/s** here (a sum over a {args.bandwidth_mb} MB buffer, best of 5); the floor of a
+decode step is the weights' bytes over that rate. ms/token excludes the prompt's prefill
+((t(N) − t(1)) / (N − 1), median of {args.rounds} interleaved rounds, greedy, end-of-text suppressed
+so that N tokens are decoded).
 
 {markdown_table(["system", "dtype", "ms / token", "floor ms", "× floor"], rows)}
 

@@ -47,11 +47,14 @@ def passage(i: int, words: int = 220) -> str:
     return " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(words)) + "."
 
 
-def build_model(folder: Path, size: str, device: str, dtype: torch.dtype) -> Path:
-    """A random model of `size` with the default model's tokenizer, saved as a checkpoint."""
+def build_model(
+    folder: Path, size: str, device: str, dtype: torch.dtype, tokenizer_from: str | None = None
+) -> Path:
+    """A random model of `size` with the default model's tokenizer (or `tokenizer_from`'s), saved as a
+    checkpoint."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from or default_model_dir())
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=8192,
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        path = build_model(Path(tmp) / "model", args.size, args.device, dtype)
+        path = build_model(Path(tmp) / "model", args.size, args.device, dtype, args.tokenizer)
         lm = EgtLM(str(path), device=args.device, torch_dtype=args.dtype)
         rows["build_and_load_s"] = time.perf_counter() - start
         docs = [passage(i) for i in range(max(args.ks))]
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=sorted(SHAPES), default="7b")
     p.add_argument("--device", default="cuda")
@@ -143,7 +146,10 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--encode-texts", type=int, default=256)
     p.add_argument("--json", default=None)
-    args = p.parse_args()
+    p.add_argument(
+        "--tokenizer", default=None, help="take the tokenizer from here (default: the packaged model's)"
+    )
+    args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("No CUDA device here; run with --size tiny --device cpu for a smoke run.")
     result = run(args)

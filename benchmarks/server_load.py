@@ -25,15 +25,18 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from _common import (
     DOCS_BENCH_DIR,
+    add_model_option,
     cpu_pressure,
     ensure_repo_on_path,
     machine_info,
     machine_markdown,
     markdown_table,
+    model_name,
     write_text,
     xquad_paragraphs,
 )
@@ -144,20 +147,23 @@ def batch_texts(url: str) -> tuple[float, float]:
     return values["sum"], values["count"]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_option(ap)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=15.0, help="per embeddings run (two runs per setting)")
     ap.add_argument("--mixed-seconds", type=float, default=40.0)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--no-write", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=DOCS_BENCH_DIR, help="folder for the page and JSON")
+    args = ap.parse_args(argv)
+    model_path = model_name(args)
     torch.set_num_threads(1)
     global F32, TOLERANCE
     F32 = {"torch_dtype": args.dtype}
     TOLERANCE = 1e-5 if args.dtype == "float32" else 2e-2  # bf16: batch composition changes rounding
 
-    lm = EgtLM(**F32)  # the server's model shares these weights
+    lm = EgtLM(model_path, **F32)  # the server's model shares these weights
     sentences = [p.text1 for p in read_stsb("test")][:400]
     paragraphs, questions = zip(*[(text, q.question) for text, q in xquad_paragraphs()[:12]], strict=True)
     expected = {s: v for s, v in zip(sentences, lm.encode_documents(sentences), strict=True)}
@@ -168,10 +174,10 @@ def main() -> int:
 
     settings = {
         "unbatched": ServerSettings(
-            model=None, model_kwargs=F32, served_name=MODEL, max_batch=1, metrics=True
+            model=model_path, model_kwargs=F32, served_name=MODEL, max_batch=1, metrics=True
         ),
         "batched": ServerSettings(
-            model=None, model_kwargs=F32, served_name=MODEL, max_batch=32, max_wait_ms=5, metrics=True
+            model=model_path, model_kwargs=F32, served_name=MODEL, max_batch=32, max_wait_ms=5, metrics=True
         ),
     }
     embed_phases: dict[str, list[Phase]] = {"unbatched": [], "batched": []}
@@ -189,7 +195,7 @@ def main() -> int:
                 file=sys.stderr,
             )
 
-    mixed_settings = ServerSettings(model=None, model_kwargs=F32, served_name=MODEL, max_batch=32)
+    mixed_settings = ServerSettings(model=model_path, model_kwargs=F32, served_name=MODEL, max_batch=32)
     with BackgroundServer(mixed_settings) as server:
         httpx.post(
             server.url + "/v1/documents",
@@ -244,7 +250,7 @@ def main() -> int:
             tol=TOLERANCE,
         )
         suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
-        write_text(DOCS_BENCH_DIR / f"server_load{suffix}.md", page)
+        write_text(args.out / f"server_load{suffix}.md", page)
         record = {
             "rows": rows,
             "ratios": ratios,
@@ -252,7 +258,7 @@ def main() -> int:
             "machine": info,
             "batch_sizes": mean_batch,
         }
-        write_text(DOCS_BENCH_DIR / f"server_load{suffix}.json", json.dumps(record, indent=1))
+        write_text(args.out / f"server_load{suffix}.json", json.dumps(record, indent=1))
     return 0 if not errors else 1
 
 

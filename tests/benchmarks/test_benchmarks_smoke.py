@@ -228,3 +228,68 @@ def test_langchain_tool_calling_small(benchmarks: None, tiny_llama_4k_dir: Path,
     rates = res["rates"]
     assert {"auto_call", "auto_call_sampled", "forced_args_right", "free_json_valid"} <= set(rates)
     assert rates["forced_valid"] == "8/8" and rates["structured_valid (json_schema)"] == "8/8"  # grammar
+
+
+def test_decode_speed_small(benchmarks: None, tiny_llama_dir: Path, tmp_path: Path, monkeypatch):
+    page = tmp_path / "decode_speed.md"
+    argv = ["--model", tiny_llama_dir, "--tokens", 4, "--rounds", 1, "--bandwidth-mb", 8, "--out", page]
+    run_script("decode_speed", argv, monkeypatch)
+    text = page.read_text()
+    assert text.startswith("# Decoding speed") and f"the model `{tiny_llama_dir}`" in text
+    assert (
+        "| system | dtype | ms / token | floor ms | × floor |" in text
+        and "| egtlm bfloat16 | bfloat16 |" in text
+    )
+    assert "## Where a decode step's time goes" in text and "matrix products" in text
+
+
+@pytest.mark.slow  # six fresh processes, each importing torch: ~25 s on a busy 2-core machine
+def test_cold_start_small(benchmarks: None, tiny_llama_4k_dir: Path, tmp_path: Path, monkeypatch):
+    """4096 positions: `egtlm ask` puts the retrieved README chunks (~3,500 tiny-BPE tokens) in the prompt."""
+    page = tmp_path / "cold_start.md"
+    run_script("cold_start", ["--model", tiny_llama_4k_dir, "--rounds", 1, "--out", page], monkeypatch)
+    text = page.read_text()
+    assert text.startswith("# Cold start") and f"--model {tiny_llama_4k_dir}" in text
+    for row in (
+        "| import egtlm_core |",
+        "| egtlm ask |",
+        "| egtlm ask, no merged copy |",
+        "| load the model |",
+    ):
+        assert row in text
+
+
+def test_gpu_check_small(benchmarks: None, tiny_llama_dir: Path, tmp_path: Path, monkeypatch):
+    """`--size tiny --device cpu`, the tiny model's tokenizer instead of the packaged model's."""
+    saved = tmp_path / "gpu_check.json"
+    argv = ["--size", "tiny", "--device", "cpu", "--dtype", "float32", "--tokenizer", tiny_llama_dir]
+    run_script(
+        "gpu_check",
+        [*argv, "--ks", 1, 2, "--repeats", 1, "--new-tokens", 4, "--encode-texts", 4, "--json", saved],
+        monkeypatch,
+    )
+    rows = json.loads(saved.read_text())["rows"]
+    assert {"k=1", "k=2", "decode_tokens_per_s", "encode_texts_per_s", "index_s"} <= set(rows)
+    assert set(rows["k=2"]) == {
+        "full_s",
+        "reuse_s",
+        "reuse_recompute0_s",
+        "ratio_default",
+        "ratio_recompute0",
+    }
+
+
+def test_server_load_small(
+    benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, tmp_path: Path, monkeypatch
+):
+    out = tmp_path / "page"
+    argv = ["--model", tiny_llama_dir, "--clients", 2, "--seconds", 0.5, "--mixed-seconds", 1, "--out", out]
+    assert run_script("server_load", argv, monkeypatch) == 0  # every response checked, no errors
+    record = json.loads((out / "server_load.json").read_text())
+    assert not record["errors"] and len(record["ratios"]) == 2
+    assert {(r[0], r[1]) for r in record["rows"]} >= {
+        ("unbatched", "embeddings"),
+        ("batched", "embeddings"),
+        ("mixed", "embeddings"),
+    }
+    assert (out / "server_load.md").read_text().startswith("# `egtlm serve` under load")
