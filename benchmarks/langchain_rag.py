@@ -43,6 +43,7 @@ from typing import Any
 from _common import (
     DOCS_BENCH_DIR,
     BarGroup,
+    add_model_option,
     bar_plot,
     cpu_pressure,
     egtlm_auto_dtype,
@@ -52,6 +53,7 @@ from _common import (
     machine_markdown,
     markdown_table,
     med,
+    model_name,
     ratio,
     spread_subset,
     text_table,
@@ -216,7 +218,12 @@ def build_huggingface(model_dir: Path, dtype: torch.dtype, max_new_tokens: int, 
 
 
 def build_egtlm(
-    dtype: torch.dtype, max_new_tokens: int, k: int, tmp: Path, recompute: Sequence[int] = ()
+    dtype: torch.dtype,
+    max_new_tokens: int,
+    k: int,
+    tmp: Path,
+    recompute: Sequence[int] = (),
+    model: str | None = None,
 ) -> Stack:
     from langchain_egtlm import ChatEgtLM, EgtLMCacheRetriever, EgtLMEmbeddings
 
@@ -227,10 +234,10 @@ def build_egtlm(
     load = {"torch_dtype": str(dtype).removeprefix("torch."), "cache_store": MemoryTier(max_bytes=8 << 30)}
     store = Chroma(
         "egtlm-rag",
-        embedding_function=EgtLMEmbeddings(model_kwargs=load),
+        embedding_function=EgtLMEmbeddings(model=model, model_kwargs=load),
         client=chromadb.PersistentClient(str(tmp / "egtlm")),
     )
-    retriever = EgtLMCacheRetriever(vectorstore=store, k=k, prompt=PROMPT, model_kwargs=load)
+    retriever = EgtLMCacheRetriever(vectorstore=store, k=k, prompt=PROMPT, model=model, model_kwargs=load)
     setup = {"context": retriever | format_docs, "question": RunnablePassthrough()}
     # "egtlm" is ChatEgtLM's default (reuse, `recompute_tokens=RECOMPUTE_TOKENS`); --recompute adds others
     variants = [("egtlm", True, RECOMPUTE_TOKENS), ("egtlm, no reuse", False, RECOMPUTE_TOKENS)]
@@ -240,6 +247,7 @@ def build_egtlm(
         name: setup
         | PROMPT
         | ChatEgtLM(
+            model=model,
             max_tokens=max_new_tokens,
             temperature=0,
             reuse_cache=reuse,
@@ -516,7 +524,7 @@ def write_report(args: Any, info: dict[str, str], s: Summary) -> None:
     hf, eg = s.runs["huggingface"], s.runs["egtlm"]
     hs, es = s.stacks["huggingface"], s.stacks["egtlm"]
     met = s.speedup >= TARGET
-    png = DOCS_BENCH_DIR / "langchain_rag.png"
+    png = args.out / "langchain_rag.png"
     labels = ["langchain-hf", "egtlm"]
     capped = capped_rows(s)
     bar_plot(
@@ -637,8 +645,8 @@ python benchmarks/langchain_rag.py --n 5 --rounds 1 --no-write   # a quick look
 python benchmarks/langchain_rag.py --same-answers 30             # k = 1: reuse vs no reuse, fp32 / bf16
 ```
 """
-    write_text(DOCS_BENCH_DIR / "langchain_rag.md", md)
-    print(f"wrote {DOCS_BENCH_DIR / 'langchain_rag.md'} and {png}")
+    write_text(args.out / "langchain_rag.md", md)
+    print(f"wrote {args.out / 'langchain_rag.md'} and {png}")
 
 
 def why(s: Summary, args: Any) -> str:
@@ -735,8 +743,10 @@ def same_answers(n: int, dtypes: list[str], max_new_tokens: int) -> None:
         print(f"{dtype}: identical answers {same}/{n}, exact first-slot hits {exact}/{n}", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_option(ap)
+    ap.add_argument("--out", type=Path, default=DOCS_BENCH_DIR, help="folder for the page and plot")
     ap.add_argument("--n", type=int, default=30, help="XQuAD questions (one per paragraph)")
     ap.add_argument("--k", type=int, default=4, help="documents retrieved per question")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds over the questions")
@@ -756,8 +766,10 @@ def main() -> None:
     ap.add_argument(
         "--same-answers", type=int, metavar="N", help="only: k = 1 reuse vs no reuse on N questions"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    model = model_name(args)
+    weights = Path(model) if model else default_model_dir()
     if args.same_answers:
         return same_answers(args.same_answers, ["float32", "bfloat16"], 24)
     if importlib.util.find_spec("langchain_huggingface") is None:  # fail before minutes of loading
@@ -780,10 +792,8 @@ def main() -> None:
         chromadb.PersistentClient(str(tmp / "warm")).get_or_create_collection("warm")  # chroma's start-up
         torch.ones(8, 8, dtype=dtype) @ torch.ones(8, 8, dtype=dtype)
         factories = {
-            "huggingface": lambda: build_huggingface(
-                default_model_dir(), dtype, args.max_new_tokens, args.k, tmp
-            ),
-            "egtlm": lambda: build_egtlm(dtype, args.max_new_tokens, args.k, tmp, args.recompute),
+            "huggingface": lambda: build_huggingface(weights, dtype, args.max_new_tokens, args.k, tmp),
+            "egtlm": lambda: build_egtlm(dtype, args.max_new_tokens, args.k, tmp, args.recompute, model),
         }
         order = [o.strip() for o in args.order.split(",")]
         if sorted(order) != sorted(STACKS):
@@ -794,7 +804,7 @@ def main() -> None:
             rank_gold(stack, questions)
         for run in runs.values():  # warm-up, not measured
             ask(run.chain, questions[0])
-        tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+        tokenizer = AutoTokenizer.from_pretrained(weights)
         run_questions(list(runs.values()), questions, args.rounds, tokenizer)
 
     info["cpu pressure after"] = cpu_pressure() or "n/a"

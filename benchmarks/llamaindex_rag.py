@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import Any
 from _common import (
     DOCS_BENCH_DIR,
     BarGroup,
+    add_model_option,
     bar_plot,
     cpu_pressure,
     ensure_repo_on_path,
@@ -44,6 +46,7 @@ from _common import (
     machine_markdown,
     markdown_table,
     med,
+    model_name,
     ratio,
     text_table,
     write_text,
@@ -104,7 +107,7 @@ def build_huggingface(texts: list[str], dtype: torch.dtype, args: Any, tmp: Path
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from llama_index.llms.huggingface import HuggingFaceLLM
 
-    weights = str(default_model_dir())
+    weights = str(model_name(args) or default_model_dir())
     embed = HuggingFaceEmbedding(model_name=weights, device="cpu", model_kwargs={"dtype": dtype})
     llm = HuggingFaceLLM(
         model_name=weights,
@@ -131,10 +134,12 @@ def build_egtlm(texts: list[str], dtype: torch.dtype, args: Any, tmp: Path) -> S
     # KV states in a fresh RAM tier: the default store also writes them under the user cache dir,
     # where a second run would find them already captured.
     load = {"torch_dtype": str(dtype).removeprefix("torch."), "cache_store": MemoryTier(max_bytes=8 << 30)}
-    index = chroma_index(tmp / "egtlm", texts, EgtLMEmbedding(model_kwargs=load))
+    index = chroma_index(tmp / "egtlm", texts, EgtLMEmbedding(model=model_name(args), model_kwargs=load))
     stack = Stack("egtlm")
     for name, reuse in (("egtlm", True), ("egtlm, no reuse", False)):
-        llm = EgtLMLLM(max_new_tokens=args.max_new_tokens, reuse_cache=reuse, model_kwargs=load)
+        llm = EgtLMLLM(
+            model=model_name(args), max_new_tokens=args.max_new_tokens, reuse_cache=reuse, model_kwargs=load
+        )
         synth = EgtLMSynthesizer(llm, streaming=True)
         if reuse:
             synth.store_states(texts)  # at indexing: one capture pass per paragraph, after the QA head
@@ -263,7 +268,7 @@ def reuse_line(runs: Runs) -> str:
 def write_report(args: Any, info: dict[str, str], runs: dict[str, Runs], stacks: dict[str, Stack]) -> None:
     hf, eg = runs["huggingface"], runs["egtlm"]
     ttft_x, lat_x = ratio(hf.ttft, eg.ttft), ratio(hf.latency, eg.latency)
-    png = DOCS_BENCH_DIR / "llamaindex_rag.png"
+    png = args.out / "llamaindex_rag.png"
     labels = ["llama-index hf", "egtlm"]
     hs, es = stacks["huggingface"], stacks["egtlm"]
     bar_plot(
@@ -356,12 +361,13 @@ pip install llama-index-embeddings-huggingface llama-index-llms-huggingface
 python benchmarks/llamaindex_rag.py --n {args.n} --rounds {args.rounds} --threads {args.threads}
 ```
 """
-    write_text(DOCS_BENCH_DIR / "llamaindex_rag.md", md)
-    print(f"wrote {DOCS_BENCH_DIR / 'llamaindex_rag.md'} and {png}")
+    write_text(args.out / "llamaindex_rag.md", md)
+    print(f"wrote {args.out / 'llamaindex_rag.md'} and {png}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_option(ap)
     ap.add_argument("--n", type=int, default=30, help="XQuAD questions (one per paragraph)")
     ap.add_argument("--k", type=int, default=4, help="nodes retrieved per question")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds over the questions")
@@ -369,7 +375,14 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="both stacks' dtype (default: egtlm's 'auto' choice)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a shared machine)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=DOCS_BENCH_DIR, help="folder for the page and plot")
+    ap.add_argument("--json", type=Path, default=None, help="also write each engine's timings here")
+    ap.add_argument(
+        "--no-huggingface",
+        action="store_true",
+        help="egtlm engines only (no llama-index-*-huggingface; a smoke run): no page, table and --json only",
+    )
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtype = torch_dtype(args.dtype)
     questions = xquad_questions(args.n)
@@ -380,10 +393,12 @@ def main() -> None:
     print(machine_markdown(info), flush=True)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        stacks = {
-            "huggingface": build("huggingface", lambda: build_huggingface(texts, dtype, args, tmp)),
-            "egtlm": build("egtlm", lambda: build_egtlm(texts, dtype, args, tmp)),
-        }
+        stacks = (
+            {}
+            if args.no_huggingface
+            else {"huggingface": build("huggingface", lambda: build_huggingface(texts, dtype, args, tmp))}
+        )
+        stacks["egtlm"] = build("egtlm", lambda: build_egtlm(texts, dtype, args, tmp))
         engines = {name: e for s in stacks.values() for name, e in s.engines.items()}
         for engine in engines.values():  # warm-up, not measured
             ask(engine, questions[0].text)
@@ -391,9 +406,27 @@ def main() -> None:
     info["cpu pressure after"] = cpu_pressure() or "n/a"
     info["peak RSS of the run (MB)"] = f"{peak_mb():.0f}"
     print()
-    print(text_table(HEADERS, result_rows(runs, stacks, args.n)))
+    if args.no_huggingface:
+        rows = [
+            [name, f"{med(r.ttft):.3f}", f"{med(r.latency):.3f}", f"{sum(r.correct)}/{len(questions)}"]
+            for name, r in runs.items()
+        ]
+        print(text_table(["engine", "ttft, median (s)", "latency, median (s)", "gold span"], rows))
+    else:
+        print(text_table(HEADERS, result_rows(runs, stacks, args.n)))
     print(reuse_line(runs["egtlm"]))
-    if not args.no_write:
+    if args.json:
+        record = {
+            "questions": len(questions),
+            "engines": {
+                n: {"ttft_s": r.ttft, "latency_s": r.latency, "correct": r.correct} for n, r in runs.items()
+            },
+            "build_s": {n: st.build_s for n, st in stacks.items()},
+            "reuse": reuse_line(runs["egtlm"]),
+            "machine": info,
+        }
+        write_text(args.json, json.dumps(record, indent=1))
+    if not args.no_write and not args.no_huggingface:
         write_report(args, info, runs, stacks)
 
 

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 TeacherVectors.ensemble([members[n] for n in names]), stsb, scifact
             )
     return {
-        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"},
         "stsb_pairs": len(stsb),
         "scifact_queries": len(scifact.queries),
         "scifact_documents": len(scifact.corpus),
@@ -101,7 +101,7 @@ def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return headers, body
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teachers", nargs="+", default=["all-minilm-l6-v2", "all-mpnet-base-v2"])
     p.add_argument("--cache", default="runs/teachers", help="the teacher cache (shared with training)")
@@ -111,8 +111,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="write the result here")
-    p.add_argument("--write-page", action="store_true", help=f"write {DOCS_BENCH_DIR}/teachers.md")
-    args = p.parse_args()
+    p.add_argument("--write-page", action="store_true", help="write the page (--out)")
+    p.add_argument("--out", type=Path, default=Path(DOCS_BENCH_DIR) / "teachers.md", help="the page's path")
+    args = p.parse_args(argv)
     result = run(args)
     headers, body = table(result)
     print(text_table(headers, body))
@@ -130,7 +131,7 @@ def main() -> None:
             + markdown_table(headers, body)
             + f"\n\nMachine: {m.get('cpu', '?')}, {args.threads} thread(s).\n"
         )
-        (Path(DOCS_BENCH_DIR) / "teachers.md").write_text(page, encoding="utf-8")
+        args.out.write_text(page, encoding="utf-8")
 
 
 if __name__ == "__main__":

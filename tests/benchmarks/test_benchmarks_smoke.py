@@ -292,3 +292,79 @@ def test_server_load_small(
         ("mixed", "embeddings"),
     }
     assert (out / "server_load.md").read_text().startswith("# `egtlm serve` under load")
+
+
+def test_langchain_rag_small(
+    benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, tmp_path: Path, monkeypatch
+):
+    """Both stacks on the tiny model: langchain-huggingface loads a local folder offline."""
+    pytest.importorskip(
+        "langchain_huggingface", reason="langchain-huggingface (the bench extra) not installed"
+    )
+    out = tmp_path / "page"
+    argv = ["--model", tiny_llama_dir, "--n", 3, "--k", 2, "--rounds", 1, "--max-new-tokens", 4]
+    run_script("langchain_rag", [*argv, "--dtype", "float32", "--out", out], monkeypatch)
+    text = (out / "langchain_rag.md").read_text()
+    assert text.startswith("#") and "langchain-huggingface" in text and "egtlm, no reuse" in text
+    assert "time to first token" in text and (out / "langchain_rag.png").stat().st_size
+
+
+def llamaindex_argv(model: Path) -> list[object]:
+    return ["--model", model, "--n", 3, "--k", 2, "--max-new-tokens", 4, "--dtype", "float32"]
+
+
+def test_llamaindex_rag_small_egtlm_side(
+    benchmarks: None, tiny_llama_4k_dir: Path, tiny_data: Path, tmp_path: Path, monkeypatch
+):
+    """`--no-huggingface`: the egtlm engines only (llama-index's huggingface packages are no test
+    dependency). 4096 positions: llama-index's prompt helper leaves no room for chunks in 512."""
+    saved = tmp_path / "llamaindex.json"
+    run_script(
+        "llamaindex_rag",
+        [*llamaindex_argv(tiny_llama_4k_dir), "--no-huggingface", "--json", saved],
+        monkeypatch,
+    )
+    res = json.loads(saved.read_text())
+    assert res["questions"] == 3 and set(res["engines"]) == {"egtlm", "egtlm, no reuse"}
+    assert all(len(e["latency_s"]) == 3 for e in res["engines"].values())
+    assert "3 exact" in res["reuse"] and "0 misses" in res["reuse"]  # every paragraph's states reused
+
+
+def test_llamaindex_rag_small(
+    benchmarks: None, tiny_llama_4k_dir: Path, tiny_data: Path, tmp_path: Path, monkeypatch
+):
+    for module in ("llama_index.embeddings.huggingface", "llama_index.llms.huggingface"):
+        pytest.importorskip(module, reason="llama-index's huggingface embedding/LLM packages not installed")
+    out = tmp_path / "page"
+    run_script("llamaindex_rag", [*llamaindex_argv(tiny_llama_4k_dir), "--out", out], monkeypatch)
+    text = (out / "llamaindex_rag.md").read_text()
+    assert "llama-index huggingface" in text and (out / "llamaindex_rag.png").stat().st_size
+
+
+def test_teachers_small(
+    benchmarks: None, tiny_model_dirs: dict, tiny_data: Path, tmp_path: Path, monkeypatch
+):
+    """Teachers may be local sentence-transformers folders: two tiny random models stand in for the
+    packaged teachers (pip packages of real weights), alone and as an ensemble."""
+    a, b = tiny_model_dirs["llama"], tiny_model_dirs["qwen2"]
+    saved, page = tmp_path / "teachers.json", tmp_path / "teachers.md"
+    argv = [
+        "--teachers",
+        a,
+        b,
+        "--cache",
+        tmp_path / "cache",
+        "--queries",
+        2,
+        "--docs",
+        6,
+        "--max-length",
+        32,
+    ]
+    run_script(
+        "teachers", [*argv, "--threads", 1, "--json", saved, "--write-page", "--out", page], monkeypatch
+    )
+    res = json.loads(saved.read_text())
+    assert set(res["rows"]) == {str(a), str(b), f"{a} + {b}"} and res["scifact_queries"] == 2
+    assert set(res["rows"][str(a)]) == {"stsb_dev", "scifact_train_ndcg@10", "scifact_train_recall@100"}
+    assert page.read_text().startswith("# Distillation teachers: STS-B dev and SciFact train")
