@@ -172,9 +172,12 @@ def result_used(
     return hits, len(RESULT_CASES)
 
 
+FORCED_VALUES = [3, 7, 12, 42, 100, 5, 9, 250]
+
+
 def forced(chat: ChatEgtLM) -> tuple[tuple[int, int], tuple[int, int]]:
     bound = chat.bind_tools([magic_function, get_weather], tool_choice="any")
-    values = [3, 7, 12, 42, 100, 5, 9, 250]
+    values = FORCED_VALUES
     valid = right = 0
     for n in values:
         calls = bound.invoke(f"What is the value of magic_function({n})? Use the tool.").tool_calls
@@ -216,11 +219,20 @@ def main(argv: list[str] | None = None) -> None:
     add_model_option(parser)
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per call")
     parser.add_argument("--seeds", type=int, default=10, help="sampled runs per prompt (auto_call_sampled)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="prompts per check (default: all; a smoke run)"
+    )
     parser.add_argument("--dtype", default=None, help="EgtLM's torch_dtype (default: its 'auto')")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "docs" / "benchmarks" / "langchain_tool_calling.json"
     )
     args = parser.parse_args(argv)
+    if args.limit:
+        global AUTO_PROMPTS, RESULT_CASES, FORCED_VALUES, JOKE_PROMPTS, PERSON_PROMPTS
+        AUTO_PROMPTS, RESULT_CASES, FORCED_VALUES = (
+            x[: args.limit] for x in (AUTO_PROMPTS, RESULT_CASES, FORCED_VALUES)
+        )
+        JOKE_PROMPTS, PERSON_PROMPTS = JOKE_PROMPTS[: args.limit], PERSON_PROMPTS[: args.limit]
     load = {"torch_dtype": args.dtype} if args.dtype else {}
     chat = ChatEgtLM(model=model_name(args), max_tokens=args.max_tokens, model_kwargs=load)
     start = time.perf_counter()
