@@ -1,7 +1,8 @@
-"""The benchmarks still run against the core: every script imports and answers `--help`, and the
-shared-cache ones (`rag_ttft.py`, `rag_quality.py`) run end to end on a tiny random model, page and
-plot included. A renamed or removed core name, result field or option fails here, in CI, instead of
-the next time someone runs a benchmark (the layout test holds them to public names)."""
+"""The benchmarks still run against the core: every script imports and answers `--help`, and every
+one runs end to end in its smallest mode on a tiny random model (tests/tiny_models.py) and a tiny copy
+of the shared data (conftest.py, via `$EGTLM_DATA_DIR`), writing its page or JSON into a temp folder,
+whose contents are checked. A renamed or removed core name, result field or option fails here, in CI,
+instead of the next time someone runs a benchmark (the layout test holds them to public names)."""
 
 from __future__ import annotations
 
@@ -244,7 +245,7 @@ def test_decode_speed_small(benchmarks: None, tiny_llama_dir: Path, tmp_path: Pa
     assert "## Where a decode step's time goes" in text and "matrix products" in text
 
 
-@pytest.mark.slow  # three fresh processes importing torch: ~24 s on this busy 2-core machine
+@pytest.mark.slow  # three fresh processes each importing torch: 20-25 s on a busy 2-core machine
 def test_cold_start_small(benchmarks: None, tiny_llama_4k_dir: Path, tmp_path: Path, monkeypatch):
     """Three torch-importing processes (index, ask, the phase probe): the tiny model has no adapter, so
     the no-merged-copy run would time the same thing. 4096 positions: `egtlm ask` puts the retrieved
