@@ -30,6 +30,9 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--output-dir", default=None, metavar="DIR", help="overrides the config's output_dir")
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="overrides max_steps")
     p.add_argument(
+        "--device", default=None, help="auto (cuda when present), cpu, cuda, cuda:N; overrides device"
+    )
+    p.add_argument(
         "--teachers-only",
         action="store_true",
         help="only compute (or complete) the teachers' vectors of the training texts, then stop",
@@ -48,6 +51,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan = TrainConfig.from_yaml(args.config)
     if args.output_dir is not None:
         plan.output_dir = str(Path(args.output_dir).resolve())
+    if args.device is not None:
+        plan.device = args.device
     if args.max_steps is not None:
         plan.max_steps = args.max_steps
         plan.__post_init__()

@@ -75,6 +75,7 @@ class TrainConfig:
     bf16: bool | None = None  # None: where the CPU/GPU has it
     gradient_checkpointing: bool = False
     threads: int | None = None  # torch threads for the run (None: torch's default)
+    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:N": student and teachers
     logging_steps: int = 10
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..evaluation import read_stsb, subsample
-from ..loading.devices import cpu_auto_dtype_and_reason
+from ..loading.devices import cpu_auto_dtype_and_reason, resolve_device
 from ..loading.sources import PACKAGED_ADAPTER
 from ..model import EgtLM
 from .config import SHIPPED_ADAPTER, TrainConfig
@@ -140,7 +140,10 @@ def prepare_teachers(plan: TrainConfig, sources: Any) -> TeacherVectors | None:
     if not plan.teachers:
         return None
     texts = teacher_texts(sources)
-    members = [teacher_vectors(n, texts, plan.teacher_cache, plan.max_length) for n in plan.teachers]
+    device = str(resolve_device(plan.device))
+    members = [
+        teacher_vectors(n, texts, plan.teacher_cache, plan.max_length, device=device) for n in plan.teachers
+    ]
     logger.info("Teacher vectors ready: %s, %d texts", "+".join(plan.teachers), len(texts))
     return TeacherVectors.ensemble(members)
 
@@ -189,10 +192,10 @@ def _base(plan: TrainConfig) -> str | None:
     return str(ensure_default_model())
 
 
-def _bf16(plan: TrainConfig) -> bool:
+def _bf16(plan: TrainConfig, device: torch.device) -> bool:
     if plan.bf16 is not None:
         return plan.bf16
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return cpu_auto_dtype_and_reason()[0] == torch.bfloat16
 
@@ -217,7 +220,8 @@ def train(plan: TrainConfig) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(run_config(plan), indent=2), encoding="utf-8")
     # A private copy: LoRA is injected into it in place and trained, which no other EgtLM may see
-    lm = EgtLM(_base(plan), torch_dtype="float32", share_weights=False, **plan.model_settings)
+    device = resolve_device(plan.device)
+    lm = EgtLM(_base(plan), torch_dtype="float32", device=device, share_weights=False, **plan.model_settings)
     checkpoint = last_checkpoint(out / "checkpoints")
     if checkpoint is None:  # a fresh run: answers of an earlier one do not belong to it
         (out / PROBE_FILE).unlink(missing_ok=True)
@@ -282,8 +286,8 @@ def train(plan: TrainConfig) -> TrainResult:
         logging_steps=plan.logging_steps,
         save_steps=plan.eval_steps,
         save_total_limit=1,
-        bf16=_bf16(plan),
-        use_cpu=not torch.cuda.is_available(),
+        bf16=_bf16(plan, device),
+        use_cpu=device.type == "cpu",
         gradient_checkpointing=plan.gradient_checkpointing,
         remove_unused_columns=False,
         dataloader_num_workers=0,

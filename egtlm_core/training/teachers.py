@@ -148,6 +148,7 @@ def teacher_vectors(
     max_length: int = 128,
     batch_size: int = 64,
     show_progress: bool = True,
+    device: str = "cpu",
 ) -> TeacherVectors:
     """One teacher's unit vectors for `texts`, each cut at `max_length` of the teacher's tokens (the
     student's `max_length`: both see the same text): those already stored under
@@ -159,7 +160,7 @@ def teacher_vectors(
     known = set(keys)
     todo = [t for t in dict.fromkeys(texts) if text_key(t) not in known]
     if todo:
-        model = _load(name, cache)
+        model = _load(name, cache, device)
         model.max_seq_length = max_length
         todo.sort(key=len)  # similar lengths share a batch: less padding
         # new shards after the highest number present: a dropped unreadable shard leaves a gap, and
@@ -182,9 +183,9 @@ def teacher_vectors(
     return TeacherVectors({k: i for i, k in enumerate(keys)}, vectors)
 
 
-def _load(name: str, cache: str | os.PathLike[str]) -> Any:
+def _load(name: str, cache: str | os.PathLike[str], device: str = "cpu") -> Any:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
         raise ImportError("Teacher vectors need sentence-transformers: pip install 'egtlm[distill]'") from e
-    return SentenceTransformer(str(locate_teacher(name, cache)), device="cpu")
+    return SentenceTransformer(str(locate_teacher(name, cache)), device=device)

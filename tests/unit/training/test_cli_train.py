@@ -26,8 +26,9 @@ def test_train_command(
         f"warmup_steps: 0\nlora_r: 4\nsources:\n  - {{name: pairs.jsonl, loss: cosent}}\n",
         encoding="utf-8",
     )
-    assert main(["train", str(config)]) == 0
+    assert main(["train", str(config), "--device", "cpu"]) == 0  # the accelerator flag, on a CPU
     assert "STS-B dev Spearman" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "train_config.json").read_text())["device"] == "cpu"
     EgtLM(str(tmp_path / "out"), torch_dtype="float32").encode(["a cat"])
 
 
