@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from redis_server import start_redis  # noqa: E402
 from tiny_models import ARCHITECTURES, build_tiny_model  # noqa: E402
 
 
@@ -51,3 +53,18 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tiny_model_dirs) -> Path:
     return tiny_model_dirs["llama"]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """One Redis for the session's tests (each test uses its own key prefix)."""
+    pytest.importorskip("redis")
+    from egtlm_core.server import free_port
+
+    port = free_port()
+    process = start_redis(port)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

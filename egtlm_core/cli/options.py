@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..model import EgtLM
@@ -51,11 +51,11 @@ def _model_options() -> argparse.ArgumentParser:
     return p
 
 
-def load_model(args: argparse.Namespace, mode: str) -> EgtLM:
+def load_model(args: argparse.Namespace, mode: str, **extra: Any) -> EgtLM:
     """An `EgtLM` from the shared model options (and the encode options, where given)."""
     names = ("pooling", "attention", "prompt_format")
     settings = {k: v for k in names if (v := getattr(args, k, None)) is not None}
     from ..model import EgtLM  # here: a command that loads no model imports no torch
 
     logger.info("Loading %s (mode=%s)", args.model or "the default model", mode)
-    return EgtLM(args.model, mode=mode, torch_dtype=args.dtype, device=args.device, **settings)
+    return EgtLM(args.model, mode=mode, torch_dtype=args.dtype, device=args.device, **settings, **extra)

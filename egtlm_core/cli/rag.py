@@ -28,6 +28,12 @@ def _rag_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--index-file", default=None, metavar="PATH", help="in-process index (default: user cache)"
     )
+    p.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="keep KV states in this Redis (redis://host:port/db) as well, for every process to reuse",
+    )
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -39,6 +45,15 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--chunk-chars", type=_positive_int, default=CHUNK_CHARS, metavar="N")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="index on Ray Data: a local cluster, or ADDRESS (auto, ray://host:10001); needs egtlm[ray]",
+    )
+    p.add_argument("--actors", type=_positive_int, default=2, metavar="N", help="Ray actors (one model each)")
     _rag_options(p)
     p.set_defaults(func=cmd_index)
     q = sub.add_parser(
@@ -53,6 +68,15 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     q.add_argument("--max-new-tokens", type=_positive_int, default=256, metavar="N")
     _rag_options(q)
     q.set_defaults(func=cmd_ask)
+
+
+def _state_store(args: argparse.Namespace) -> Any:
+    """With --redis: 1 GiB of RAM in front of the Redis every process reaches (else the default)."""
+    if not args.redis:
+        return None
+    from ..cache import MemoryTier, RedisTier, TieredStore
+
+    return TieredStore([MemoryTier(1 << 30), RedisTier(args.redis)])
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -76,11 +100,13 @@ def _checked(response: Any) -> Any:
 def cmd_index(args: argparse.Namespace) -> int:
     docs = chunked_documents(args.paths, args.chunk_chars)
     index_file = Path(args.index_file) if args.index_file else default_index_path()
+    if args.ray is not None and not args.server:
+        return _index_on_ray(args, docs, index_file)
     if args.server:
         client = _client(args)
         add = lambda batch: _checked(client.post("/v1/documents", json={"documents": batch}))  # noqa: E731
     else:
-        lm = load_model(args, mode="unified")
+        lm = load_model(args, mode="unified", cache_store=_state_store(args))
         if index_file.is_file():
             load_index(index_file, lm.documents)
         add = lambda batch: lm.index(  # noqa: E731
@@ -101,6 +127,28 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_on_ray(args: argparse.Namespace, docs: list[dict[str, Any]], index_file: Path) -> int:
+    """`egtlm index --ray`: actors embed and capture; each finished batch is saved to the index file
+    at once, so a stopped run resumes where it was (indexed ids are skipped)."""
+    from ..rag.index import DocumentIndex
+    from ..scale import RayIndexOptions, index_on_ray
+
+    index = DocumentIndex()
+    if index_file.is_file():
+        load_index(index_file, index)
+    settings = {"torch_dtype": args.dtype, "device": args.device, "mode": "unified"}
+    options = RayIndexOptions(model=args.model, settings=settings, redis_url=args.redis, actors=args.actors)
+    address = None if args.ray == "local" else args.ray
+    todo = len({d["id"] for d in docs} - set(index.ids))
+    with tqdm(total=todo, unit="chunk", desc="Indexing on Ray", file=sys.stderr) as bar:
+        for batch in index_on_ray(docs, options, done=set(index.ids), address=address):
+            index.upsert(batch.ids, batch.texts, batch.vectors, batch.metadatas)
+            save_index(index, index_file)
+            bar.update(len(batch.ids))
+    print(f"Indexed {todo} new chunks on Ray ({len(index)} in {index_file}).", file=sys.stderr)
+    return 0
+
+
 def _print_sources(documents: list[dict[str, Any]], cached: int) -> None:
     print(f"\nDocuments used ({cached} prompt tokens reused from the cache):", file=sys.stderr)
     for d in documents:
@@ -112,7 +160,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         raise ValueError("The question is empty.")
     if args.server:
         return _ask_server(args)
-    lm = load_model(args, mode="unified")
+    lm = load_model(args, mode="unified", cache_store=_state_store(args))
     load_index(Path(args.index_file) if args.index_file else default_index_path(), lm.documents)
     hits = lm.search(args.question, args.k)
     stream = lm.answer(

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -72,36 +67,3 @@ def assert_entries_match(got: KVEntry, want: KVEntry, int8: bool = False) -> Non
 @pytest.fixture
 def check_entries() -> Callable[..., None]:
     return assert_entries_match
-
-
-# --- a real Redis on 127.0.0.1 (the shared tier's tests) ------------------------------------------
-def start_redis(port: int) -> subprocess.Popen:
-    """`redis-server` on 127.0.0.1:`port`, in memory only, ready when this returns."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; scripts/test.sh does)")
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "redis-server exited at start"
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return process
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"redis-server did not listen on port {port} within 20 s")
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """One Redis for the session's tests (each test uses its own key prefix)."""
-    pytest.importorskip("redis")
-    from egtlm_core.server import free_port
-
-    port = free_port()
-    process = start_redis(port)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

@@ -7,7 +7,8 @@ import logging
 import uuid
 
 import pytest
-from conftest import build_entry, build_key, start_redis
+from conftest import build_entry, build_key
+from redis_server import start_redis
 
 from egtlm_core import EgtLM
 from egtlm_core.cache import RedisTier
