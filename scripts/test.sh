@@ -13,7 +13,7 @@ fi
 ruff check .
 mypy
 set +e
-python -m pytest -q -m "slow or not slow" -p no:cacheprovider "$@"
+python -m pytest -q -m "slow or not slow" -p no:cacheprovider --durations=25 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
