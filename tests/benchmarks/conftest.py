@@ -4,11 +4,10 @@ paragraphs whose questions cover every answer kind `inbedder.py` labels."""
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import pytest
+from eval_data import write_scifact, write_stsb, write_xquad
 
 STS = [
     ("A plane is taking off.", "An air plane is taking off.", "5.000"),
@@ -46,33 +45,20 @@ XQUAD = [  # (paragraph, question, answer): two of each kind inbedder.py labels
 
 
 def write_tiny_data(root: Path) -> Path:
-    (root / "stsb_en").mkdir(parents=True)
-    header = "split\tgenre\tdataset\tyear\tsid\tscore\tsentence1\tsentence2"
-    lines = [header] + [
-        f"{split}\tmain\tMSRvid\t2012\t{i:04d}\t{score}\t{a}\t{b}"
-        for split in ("train", "dev", "test")
-        for i, (a, b, score) in enumerate(STS)
-    ]
-    with gzip.open(root / "stsb_en" / "stsbenchmark.tsv.gz", "wt", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-
-    sci = root / "scifact"
-    (sci / "qrels").mkdir(parents=True)
-    corpus = [json.dumps({"_id": i, "title": t, "text": x}) for i, (t, x) in SCIFACT_DOCS.items()]
-    (sci / "corpus.jsonl").write_text("\n".join(corpus) + "\n", encoding="utf-8")
-    claims = [json.dumps({"_id": i, "text": c, "metadata": {}}) for i, (c, _, _) in SCIFACT_CLAIMS.items()]
-    (sci / "queries.jsonl").write_text("\n".join(claims) + "\n", encoding="utf-8")
-    for split in ("train", "test"):
-        rows = [f"{q}\t{d}\t1" for q, (_, d, s) in SCIFACT_CLAIMS.items() if s == split]
-        (sci / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
-
-    (root / "xquad").mkdir()
+    root.mkdir(parents=True)
+    write_stsb(root, [(split, score, a, b) for split in ("train", "dev", "test") for a, b, score in STS])
+    corpus = [{"_id": i, "title": t, "text": x} for i, (t, x) in SCIFACT_DOCS.items()]
+    claims = [{"_id": i, "text": c, "metadata": {}} for i, (c, _, _) in SCIFACT_CLAIMS.items()]
+    qrels = {
+        split: [(q, d, 1) for q, (_, d, s) in SCIFACT_CLAIMS.items() if s == split]
+        for split in ("train", "test")
+    }
+    write_scifact(root, corpus, claims, qrels)
     paragraphs = [
         {"context": c, "qas": [{"id": f"x{i}", "question": q, "answers": [{"text": a}]}]}
         for i, (c, q, a) in enumerate(XQUAD)
     ]
-    xquad = {"data": [{"title": "tiny", "paragraphs": paragraphs}]}
-    (root / "xquad" / "xquad.en.json").write_text(json.dumps(xquad), encoding="utf-8")
+    write_xquad(root, {"data": [{"title": "tiny", "paragraphs": paragraphs}]})
     return root
 
 

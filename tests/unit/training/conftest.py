@@ -1,13 +1,9 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "evaluation"))
-
-from eval_data import write_data  # noqa: E402
+from eval_data import write_data
 
 
 @pytest.fixture()

@@ -1,4 +1,5 @@
-"""Tiny synthetic copies of the shared evaluation files, written in the real formats."""
+"""Tiny synthetic copies of the shared evaluation files, written in the real formats (one writer per
+set, so every test that needs data writes it the same way)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,29 @@ def write_stsb(root: Path, rows=STSB_ROWS) -> Path:
     return path
 
 
+def write_scifact(
+    root: Path,
+    corpus: list[dict] = SCIFACT_CORPUS,
+    queries: list[dict] = SCIFACT_QUERIES,
+    qrels: dict[str, list[tuple[str, str, int]]] = SCIFACT_QRELS,
+) -> Path:
+    sf = root / "scifact"
+    (sf / "qrels").mkdir(parents=True)
+    (sf / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus), encoding="utf-8")
+    (sf / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
+    for split, rows in qrels.items():
+        body = "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows)
+        (sf / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + body, encoding="utf-8")
+    return sf
+
+
+def write_xquad(root: Path, data: dict = XQUAD) -> Path:
+    (root / "xquad").mkdir()
+    path = root / "xquad" / "xquad.en.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
 def write_data(root: Path) -> Path:
     write_stsb(root)
     zh = root / "zh_stsb"
@@ -87,15 +111,6 @@ def write_data(root: Path) -> Path:
             "一个女孩在梳头。\t一个女孩在给她的头发做发型。\t4\n一群男人踢足球。\t一只猫在睡觉。\t0\n男人在弹吉他。\t一个人在弹吉他。\t3\n",
             encoding="utf-8",
         )
-    sf = root / "scifact"
-    (sf / "qrels").mkdir(parents=True)
-    (sf / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in SCIFACT_CORPUS), encoding="utf-8")
-    (sf / "queries.jsonl").write_text(
-        "".join(json.dumps(q) + "\n" for q in SCIFACT_QUERIES), encoding="utf-8"
-    )
-    for split, rows in SCIFACT_QRELS.items():
-        body = "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows)
-        (sf / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + body, encoding="utf-8")
-    (root / "xquad").mkdir()
-    (root / "xquad" / "xquad.en.json").write_text(json.dumps(XQUAD), encoding="utf-8")
+    write_scifact(root)
+    write_xquad(root)
     return root
