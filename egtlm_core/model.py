@@ -29,7 +29,6 @@ from .generation.chat import (
     chat_input_ids,
     check_messages,
     generate_text,
-    generation_config,
     stream_generate,
 )
 from .generation.constraints import OutputConstraint
@@ -522,11 +521,8 @@ class EgtLM:
         if options.reuse_cache:
             answer = self._rag.chat(messages, options, stream=stream)
             return (answer.result, answer) if stream else (answer, None)
-        config = generation_config(
-            self.tokenizer, model, options.max_new_tokens, options.temperature, options.top_p
-        )
-        common = {"stop": options.stop or (), "logits_processor": options.logits_processor}
-        common["cancel"] = options.cancel
+        config = options.generation_config(self.tokenizer, model)
+        common = options.decoding()
         prompt = chat_input_ids(self.tokenizer, messages, options.chat_template_kwargs)
         if not stream:
             return generate_text(model, self.tokenizer, prompt, config, **common), None

@@ -139,9 +139,10 @@ def _index_on_ray(args: argparse.Namespace, docs: list[dict[str, Any]], index_fi
     settings = {"torch_dtype": args.dtype, "device": args.device, "mode": "unified"}
     options = RayIndexOptions(model=args.model, settings=settings, redis_url=args.redis, actors=args.actors)
     address = None if args.ray == "local" else args.ray
-    todo = len({d["id"] for d in docs} - set(index.ids))
+    done = set(index.ids)
+    todo = len({d["id"] for d in docs} - done)
     with tqdm(total=todo, unit="chunk", desc="Indexing on Ray", file=sys.stderr) as bar:
-        for batch in index_on_ray(docs, options, done=set(index.ids), address=address):
+        for batch in index_on_ray(docs, options, done=done, address=address):
             index.upsert(batch.ids, batch.texts, batch.vectors, batch.metadatas)
             save_index(index, index_file)
             bar.update(len(batch.ids))

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .chat import check_sampling, check_template_kwargs
+from .chat import check_sampling, check_template_kwargs, generation_config
 from .constraints import check_tools, response_schema
 from .tools import plan_tools
 
@@ -73,6 +73,14 @@ class GenerationOptions:
         response_schema(self.response_format)
         if self.cancel is not None and not hasattr(self.cancel, "is_set"):
             raise TypeError(f"cancel must be a threading.Event, got {type(self.cancel).__name__}.")
+
+    def generation_config(self, tokenizer: Any, model: Any) -> Any:
+        """The transformers `GenerationConfig` of these options for `model` (a fresh one per call)."""
+        return generation_config(tokenizer, model, self.max_new_tokens, self.temperature, self.top_p)
+
+    def decoding(self) -> dict[str, Any]:
+        """What the decoding loop (`stream_generate`, `generate_text`) takes from these options."""
+        return {"stop": self.stop or (), "logits_processor": self.logits_processor, "cancel": self.cancel}
 
     @classmethod
     def from_options(

@@ -25,7 +25,7 @@ from ..config import EgtLMConfig
 from ..embedding.encoding import EmbeddingPass, TokenizedText, warn_truncated
 from ..embedding.inputs import check_texts
 from ..embedding.prompts import document_text
-from ..generation.chat import ChatResult, ChatStream, fit_to_context, generation_config, stream_generate
+from ..generation.chat import ChatResult, ChatStream, fit_to_context, stream_generate
 from ..generation.options import GenerationOptions
 from ..loading.default_model import cache_root
 from ..loading.registry import LoadedModel, model_state
@@ -359,10 +359,7 @@ class SharedCacheRAG:
         """The run's stream, or its finished result. The prompt is checked against the context here
         (`fit_to_context`), so that an over-long prompt fails at the call, not at the first piece."""
         model = self._generator()
-        config = generation_config(
-            self.tokenizer, model, options.max_new_tokens, options.temperature, options.top_p
-        )
-        config = fit_to_context(model, len(plan.token_ids), config)
+        config = fit_to_context(model, len(plan.token_ids), options.generation_config(self.tokenizer, model))
         pieces = self._run(plan, model, config, result, options, alternates)
         if stream:
             return ChatStream(pieces, result, options.cancel)
@@ -388,9 +385,7 @@ class SharedCacheRAG:
         if reuse and problem:
             logger.warning("Not reusing cached states: %s; prefilling the whole prompt.", problem)
         outcome = {"stats": ReuseStats(prefilled_tokens=len(ids), fallback=problem)}
-        # a set `cancel` event stops decoding within a token (generation/chat.py)
-        decoding: dict[str, Any] = {"stop": options.stop or (), "result": result, "cancel": options.cancel}
-        decoding["logits_processor"] = options.logits_processor
+        decoding = {**options.decoding(), "result": result}  # a set `cancel` stops it within a token
         if reuse and not problem:
 
             def prefill() -> tuple[Any, Any]:

@@ -23,7 +23,6 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from ..cache import CacheKey, CacheTier, KVEntry, MemoryTier, sha256_text
-from ..generation.options import RECOMPUTE_TOKENS, check_recompute_tokens  # noqa: F401 (re-exported)
 from ..modeling.compat import cache_kwarg
 from ..modeling.rope import RopeInfo, rerotate_keys, rope_info
 from .capture import DocumentPooling, PaddingSide, capture_all, capture_batch
