@@ -34,7 +34,9 @@ def training_texts(scale: float, seed: int = 0) -> list[str]:
     for name, limit in SOURCES.items():
         found: list[str] = []
         for row in load_source(name):
-            found += [row.text1, row.text2] if isinstance(row, ScoredPairRow) else [row.query, row.pos, *row.negs]
+            found += (
+                [row.text1, row.text2] if isinstance(row, ScoredPairRow) else [row.query, row.pos, *row.negs]
+            )
         unique = [t for t in dict.fromkeys(found) if isinstance(t, str)]
         rng.shuffle(unique)
         texts += unique[: int((limit or len(unique)) * scale)]
@@ -62,7 +64,10 @@ def fit_mlp(x: np.ndarray, t: np.ndarray, hidden: int, epochs: int, seed: int = 
     xs, ts = torch.tensor(x), torch.tensor(t)
     mu, sd = xs.mean(0), xs.std(0) + 1e-6
     net = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(), torch.nn.Dropout(0.1), torch.nn.Linear(hidden, t.shape[1])
+        torch.nn.Linear(x.shape[1], hidden),
+        torch.nn.GELU(),
+        torch.nn.Dropout(0.1),
+        torch.nn.Linear(hidden, t.shape[1]),
     )
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.01)
     for _ in range(epochs):
@@ -86,7 +91,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/head")
     ap.add_argument("--teacher", default="all-minilm-l6-v2")
-    ap.add_argument("--scale", type=float, default=1.0, help="fraction of each source's texts (0.02: a smoke run)")
+    ap.add_argument(
+        "--scale", type=float, default=1.0, help="fraction of each source's texts (0.02: a smoke run)"
+    )
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -97,7 +104,9 @@ def main() -> None:
     lm = EgtLM(normalize=False)
     splits = {s: read_stsb(s) for s in ("dev", "test")}
     gold = {s: np.array([p.score for p in pairs]) for s, pairs in splits.items()}
-    pairs = {s: (lm.encode([p.text1 for p in ps]), lm.encode([p.text2 for p in ps])) for s, ps in splits.items()}
+    pairs = {
+        s: (lm.encode([p.text1 for p in ps]), lm.encode([p.text2 for p in ps])) for s, ps in splits.items()
+    }
     x = lm.encode(texts, batch_size=32, show_progress_bar=True).astype(np.float64)
     t = teacher_vectors(args.teacher, texts, out / "teachers", 128).lookup(texts).numpy().astype(np.float64)
 
