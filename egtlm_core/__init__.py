@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .rag.document_cache import DocumentCache, HandedOut  # noqa: F401 (HandedOut: adapter_kit)
     from .rag.engine import AnswerResult
     from .rag.index import DocumentIndex, IndexedDocument, ScoredDocument, check_k  # noqa: F401
+    from .rag.shared_index import SharedDocumentIndex
     from .shared import LazyLM, display_name, shared_lm  # noqa: F401
 
 # Each public name and the module it lives in, imported on first use (PEP 562): `import egtlm_core`
@@ -38,7 +39,7 @@ _LAZY = {
     "DocumentCache": "rag.document_cache", "HandedOut": "rag.document_cache",
     "AnswerResult": "rag.engine",
     "DocumentIndex": "rag.index", "IndexedDocument": "rag.index", "ScoredDocument": "rag.index",
-    "check_k": "rag.index",
+    "check_k": "rag.index", "SharedDocumentIndex": "rag.shared_index",
     "RECOMPUTE_TOKENS": "generation.options",
     "LazyLM": "shared", "display_name": "shared", "shared_lm": "shared",
 }  # fmt: skip
@@ -78,6 +79,7 @@ __all__ = [
     "RECOMPUTE_TOKENS",
     "RedisTier",
     "ScoredDocument",
+    "SharedDocumentIndex",
     "TieredStore",
     "ToolCall",
     "default_model_dir",

@@ -79,6 +79,8 @@ class EgtLM:
         base_model: the base model for a PEFT adapter whose config names one you do not have.
         cache_store: where `index`/`answer` keep document KV states (an `egtlm_core.cache` tier);
             default: 1 GiB of RAM over a disk tier in the user cache dir.
+        document_index: the index `index`/`search`/`answer` use (default: a new in-process one); a
+            `SharedDocumentIndex` shares it with other processes (server replicas) through Redis.
         share_weights: True (default) shares the weights with every EgtLM of the same source, dtype
             and device in the process; False loads a private copy, for code that changes them in
             place (`egtlm_core.training` does).
@@ -99,6 +101,7 @@ class EgtLM:
         base_model: str | None = None,
         padding_side: str = "right",
         cache_store: Any = None,
+        document_index: DocumentIndex | None = None,
         share_weights: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -113,6 +116,7 @@ class EgtLM:
             raise ValueError(f"Unknown padding_side {padding_side!r}; expected 'left' or 'right'.")
         self.padding_side = padding_side
         self._cache_store = cache_store
+        self._document_index = document_index
         self._engine: SharedCacheRAG | None = None  # internal; `document_cache` is the public face
         self._document_cache: DocumentCache | None = None
         self._rag_lock = threading.Lock()
@@ -540,7 +544,13 @@ class EgtLM:
                     if self.config.resolved_capture == "reuse" and self.config.attention == "bidirectional"
                     else "causal"
                 )
-                self._engine = SharedCacheRAG(self._loaded, self, store=self._cache_store, capture=capture)
+                self._engine = SharedCacheRAG(
+                    self._loaded,
+                    self,
+                    store=self._cache_store,
+                    capture=capture,
+                    documents=self._document_index,
+                )
             return self._engine
 
     @property

@@ -13,7 +13,10 @@ fi
 ruff check .
 mypy
 set +e
-python -m pytest -q -m "slow or not slow" -p no:cacheprovider --durations=25 "$@"
+# Two or more workers (one per core, at most 4), whole files per worker: a file's module fixtures (a
+# Ray cluster, a Chroma server) start once; every test already runs torch on one thread.
+python -m pytest -q -m "slow or not slow" -p no:cacheprovider --durations=25 \
+  -n auto --maxprocesses 4 --dist loadfile "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

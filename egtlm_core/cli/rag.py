@@ -74,9 +74,9 @@ def _state_store(args: argparse.Namespace) -> Any:
     """With --redis: 1 GiB of RAM in front of the Redis every process reaches (else the default)."""
     if not args.redis:
         return None
-    from ..cache import MemoryTier, RedisTier, TieredStore
+    from ..scale.redis_backing import shared_state_store
 
-    return TieredStore([MemoryTier(1 << 30), RedisTier(args.redis)])
+    return shared_state_store(args.redis)
 
 
 def _client(args: argparse.Namespace) -> Any:

@@ -38,6 +38,29 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-tokens", type=_positive_int, default=4096, metavar="N")
     p.add_argument("--max-request-bytes", type=_positive_int, default=4 << 20, metavar="N")
     p.add_argument("--max-input-chars", type=_positive_int, default=20_000, metavar="N")
+    p.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="keep document states and the document index in this Redis (redis://host:6379/0), shared "
+        "by every server on it",
+    )
+    p.add_argument(
+        "--replicas",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="serve N replicas on Ray Serve (needs --redis when N > 1)",
+    )
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="with --replicas: a running Ray cluster (auto, ray://host:10001); default: start a local one",
+    )
+    p.add_argument(
+        "--cpus-per-replica", type=float, default=1.0, metavar="N", help="Ray CPUs (and threads) per replica"
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -57,6 +80,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         max_request_bytes=args.max_request_bytes,
         max_input_chars=args.max_input_chars,
+        redis_url=args.redis,
     )
+    if args.replicas is not None or args.ray is not None:
+        from ..scale.ray_serve import serve_on_ray
+
+        serve_on_ray(
+            settings,
+            args.replicas or 1,
+            address=args.ray,
+            host=args.host,
+            port=args.port,
+            cpus_per_replica=args.cpus_per_replica,
+        )
+        return 0
     serve(settings, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
     return 0

@@ -101,6 +101,7 @@ class SharedCacheRAG:
             shares, created on first use (RAM over disk under the user cache dir).
         capture: how document states are captured: "causal" (exact) or "bidirectional" (GRIT).
         system: the system prompt of the default RAG layout.
+        documents: the engine's own index (default: a new, empty one).
     """
 
     def __init__(
@@ -110,13 +111,15 @@ class SharedCacheRAG:
         store: CacheTier | None = None,
         capture: str = "causal",
         system: str | None = DEFAULT_SYSTEM,
+        documents: DocumentIndex | None = None,
     ):
         self.loaded = loaded
         self.encoder = encoder
         self.tokenizer = loaded.tokenizer
         self.capture = capture
         self.system = system
-        self.documents = DocumentIndex()  # what `EgtLM.index` fills and `answer` searches by default
+        # what `EgtLM.index` fills and `answer` searches by default
+        self.documents = DocumentIndex() if documents is None else documents
         self._store = store
         self._reuser: KVReuser | None = None
         self._lock = threading.Lock()

@@ -42,7 +42,7 @@ def check_k(k: Any) -> int:
     return k
 
 
-def _check_batch(
+def check_batch(
     ids: Sequence[str], texts: Sequence[str], vectors: np.ndarray, metadatas: Sequence[Mapping] | None
 ) -> list[dict[str, Any]]:
     """Validate one add/upsert call; -> the metadata dicts (copied)."""
@@ -136,7 +136,7 @@ class DocumentIndex:
         if not len(texts) and not len(ids):
             return []
         vectors = np.asarray(vectors, dtype=np.float32)
-        metas = _check_batch(ids, texts, vectors, metadatas)
+        metas = check_batch(ids, texts, vectors, metadatas)
         replaced: list[IndexedDocument] = []
         with self._lock:
             self._reserve(len(self._docs) + len(ids), vectors.shape[1])

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..model import EgtLM
 from . import errors
-from .middleware import CountRequests, Guard
+from .middleware import CountRequests, Guard, NameProcess
 from .routes import chat, documents, embeddings, meta
 from .settings import ServerSettings
 from .state import ServerState
@@ -50,6 +50,7 @@ def create_app(settings: ServerSettings | None = None, lm: EgtLM | None = None) 
         app.include_router(module.router)
     app.add_middleware(CountRequests, metrics=state.metrics)  # type: ignore[arg-type]
     app.add_middleware(Guard, api_key=settings.api_key, max_bytes=settings.max_request_bytes)  # type: ignore[arg-type]
+    app.add_middleware(NameProcess)  # type: ignore[arg-type]
     return app
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
+import socket
 from typing import Any
 
 from .errors import error_body
@@ -118,3 +120,27 @@ class CountRequests:
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
+
+class NameProcess:
+    """Names the process that answered (`x-egtlm-process: host:pid`) on every response: behind a load
+    balancer or Ray Serve's proxy, which replica served a request is otherwise invisible."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.value = f"{socket.gethostname()}:{os.getpid()}".encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def naming_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-egtlm-process", self.value)],
+                }
+            await send(message)
+
+        await self.app(scope, receive, naming_send)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..scale.redis_backing import check_redis_url
+
 API_KEY_ENV = "EGTLM_API_KEY"
 
 
@@ -30,6 +32,9 @@ class ServerSettings:
         max_tokens: largest max_tokens a request may ask for.
         default_max_tokens: max_tokens when a chat request gives none.
         generation_limit: concurrent generations (None: the core's default, one on CPU).
+        redis_url: keep document KV states and the document index in this Redis as well
+            (`redis://host:port/db`), so every server on it (replicas) finds and reuses what any
+            one of them indexed; None keeps both in this process (and states on local disk).
     """
 
     model: str | None = None
@@ -46,6 +51,7 @@ class ServerSettings:
     max_tokens: int = 4096
     default_max_tokens: int = 256
     generation_limit: int | None = None
+    redis_url: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_request_bytes", "max_input_items", "max_input_chars", "max_tokens"):
@@ -61,6 +67,8 @@ class ServerSettings:
             raise ValueError(
                 f"default_max_tokens={self.default_max_tokens} is above max_tokens={self.max_tokens}."
             )
+        if self.redis_url is not None:
+            check_redis_url(self.redis_url)
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("api_key is empty; leave it unset for an open server.")
 

@@ -26,6 +26,17 @@ from .settings import ServerSettings
 logger = logging.getLogger(__name__)
 
 
+def load_server_model(settings: ServerSettings) -> EgtLM:
+    """The model a server with `settings` holds: the process-wide one for its settings, with states and
+    documents in the settings' Redis when one is given (what replicas share)."""
+    kwargs = dict(settings.model_kwargs)
+    if settings.redis_url is not None:
+        from ..scale.redis_backing import redis_backing
+
+        kwargs.update(redis_backing(settings.redis_url, settings.model))
+    return shared_lm(settings.model, model_kwargs=kwargs)
+
+
 class ServerState:
     """The model (once loaded), the embedding batcher, the metrics and the accepted model ids."""
 
@@ -52,7 +63,7 @@ class ServerState:
         try:
             started = time.perf_counter()
             if self._lm is None:
-                self._lm = shared_lm(self.settings.model, model_kwargs=self.settings.model_kwargs)
+                self._lm = load_server_model(self.settings)
             if self.settings.generation_limit is not None:
                 set_generation_limit(self.settings.generation_limit, self._lm.device.type)
             if self.settings.metrics:
