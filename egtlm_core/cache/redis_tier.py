@@ -27,6 +27,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_PREFIX = "egtlm:kv:"
 
 
+def check_redis_url(url: Any) -> str:
+    """A Redis url as `redis.Redis.from_url` takes it, checked before anything connects."""
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"A Redis url looks like redis://host:6379/0, got {url!r}.")
+    return url
+
+
 class RedisTier(CacheTier):
     """Entries in Redis, checksummed like the disk tier's files; a Redis outage degrades to misses.
 

@@ -10,9 +10,10 @@ only when `serve_on_ray` runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..server.settings import ServerSettings
+if TYPE_CHECKING:
+    from ..server.settings import ServerSettings
 
 APP_NAME = "egtlm"
 
@@ -87,10 +88,3 @@ def serve_on_ray(
         },
     )
     serve.run(deployment.bind(settings, threads), name=APP_NAME, route_prefix="/", blocking=blocking)
-
-
-def shutdown() -> None:
-    """Stop the deployment and Ray Serve (what a test or a script does when it is done)."""
-    from ray import serve
-
-    serve.shutdown()

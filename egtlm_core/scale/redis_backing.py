@@ -11,13 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..cache.redis_tier import check_redis_url
+
 RAM_BYTES = 1 << 30  # the RAM tier in front of Redis, per process
-
-
-def check_redis_url(url: Any) -> str:
-    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"A Redis url looks like redis://host:6379/0, got {url!r}.")
-    return url
 
 
 def shared_state_store(url: str, ram_bytes: int = RAM_BYTES) -> Any:

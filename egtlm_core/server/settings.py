@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..scale.redis_backing import check_redis_url
+from ..cache.redis_tier import check_redis_url
 
 API_KEY_ENV = "EGTLM_API_KEY"
 

@@ -373,3 +373,15 @@ def test_teachers_small(
     assert set(res["rows"]) == {str(a), str(b), f"{a} + {b}"} and res["scifact_queries"] == 2
     assert set(res["rows"][str(a)]) == {"stsb_dev", "scifact_train_ndcg@10", "scifact_train_recall@100"}
     assert page.read_text().startswith("# Distillation teachers: STS-B dev and SciFact train")
+
+
+def test_serve_replicas_small(
+    benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, redis_url: str, tmp_path: Path, monkeypatch
+):
+    pytest.importorskip("ray.serve")
+    out, url = tmp_path / "page", redis_url.rsplit("/", 1)[0] + "/5"  # a database of its own: flushed
+    argv = ["--model", tiny_llama_dir, "--redis", url, "--clients", 2, "--seconds", 1, "--mixed-seconds", 1]
+    assert run_script("serve_replicas", [*argv, "--cpus", 2, "--out", out], monkeypatch) == 0  # no errors
+    record = json.loads((out / "serve_replicas.json").read_text())
+    assert {(r[0], r[1]) for r in record["rows"]} >= {("1x embeddings", "embeddings"), ("2x mixed", "answer")}
+    assert len(record["ratios"]["embeddings"]) == 2 and not record["errors"]

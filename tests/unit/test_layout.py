@@ -197,8 +197,8 @@ def test_the_user_api_and_the_adapter_kit_are_pinned():
     assert egtlm_core.__all__ == [
         "AnswerResult", "CacheTier", "ChatResult", "ChatStream", "DEFAULT_MODEL_NAME", "DiskTier",
         "DocumentCache", "DocumentIndex", "EgtLM", "EgtLMConfig", "GenerationOptions", "IndexedDocument",
-        "MemoryTier", "RECOMPUTE_TOKENS", "RedisTier", "ScoredDocument", "TieredStore", "ToolCall",
-        "default_model_dir", "document_text", "format_instruction",
+        "MemoryTier", "RECOMPUTE_TOKENS", "RedisTier", "ScoredDocument", "SharedDocumentIndex", "TieredStore",
+        "ToolCall", "default_model_dir", "document_text", "format_instruction",
     ]  # fmt: skip
     for module in (egtlm_core, kit):
         assert all(hasattr(module, name) for name in module.__all__)
@@ -215,6 +215,7 @@ PUBLIC_CORE = (
     "egtlm_core.cache",
     "egtlm_core.evaluation",
     "egtlm_core.rerank",
+    "egtlm_core.scale",
     "egtlm_core.server",
     "egtlm_core.training",
 )

@@ -241,6 +241,19 @@ def test_bad_option_value_exits_2_without_raising(capsys, model_args) -> None:
     assert main(["--version"]) == 0
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--replicas", "2"], "need a Redis they all reach"),
+        (["--redis", "localhost:6379"], "redis://host:6379/0"),
+    ],
+)
+def test_serve_refuses_replicas_without_a_shared_redis(capsys, extra, message) -> None:
+    """Checked before Ray or a model starts: two replicas without one Redis would not share documents."""
+    assert main(["serve", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_split_lines() -> None:
     assert split_lines("a\r\nb\n") == ["a", "b"]
     assert split_lines("a\n\nb") == ["a", "", "b"]

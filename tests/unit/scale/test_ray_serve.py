@@ -24,7 +24,9 @@ TEXTS = ["Paris is the capital of France.", "Berlin is the capital of Germany.",
 
 @pytest.fixture(scope="module")
 def replicas(redis_url, tiny_llama_dir):
-    from egtlm_core.scale.ray_serve import serve_on_ray, shutdown
+    from ray import serve
+
+    from egtlm_core.scale import serve_on_ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
@@ -43,12 +45,12 @@ def replicas(redis_url, tiny_llama_dir):
         assert time.monotonic() < deadline, "the replicas never became healthy"
         time.sleep(0.5)
     yield base
-    shutdown()
+    serve.shutdown()
     ray.shutdown()
 
 
 def test_needs_redis_for_more_than_one_replica():
-    from egtlm_core.scale.ray_serve import serve_on_ray
+    from egtlm_core.scale import serve_on_ray
 
     with pytest.raises(ValueError, match="--redis"):
         serve_on_ray(ServerSettings(), 2)

@@ -205,3 +205,19 @@ def test_a_temperature_near_zero_decodes_greedily(server):
     tiny = httpx.post(server.url + CHAT, json={**body, "temperature": 1e-300})
     assert tiny.status_code == 200
     assert tiny.json()["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
+
+
+def test_every_response_names_the_process_that_answered(server, guarded):
+    """Behind a proxy (Ray Serve, a load balancer) this is how a client sees which replica served it."""
+    import os
+    import socket
+
+    me = f"{socket.gethostname()}:{os.getpid()}"  # BackgroundServer runs in this process
+    assert httpx.get(server.url + "/health").headers["x-egtlm-process"] == me
+    assert httpx.get(guarded.url + "/v1/models").headers["x-egtlm-process"] == me  # a 401 too
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "http://127.0.0.1:6379", ""])
+def test_a_redis_url_is_checked_when_the_settings_are_built(url):
+    with pytest.raises(ValueError, match="redis://host:6379/0"):
+        ServerSettings(redis_url=url)
