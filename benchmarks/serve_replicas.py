@@ -195,6 +195,13 @@ replicas, from whichever replica captured the documents).
 
 {summary}
 
+Reading: embeddings are the request that scales with replicas (each replica embeds in its own
+process on its own core; micro-batches of up to 32 texts, `max_ongoing_requests` 64 per replica).
+The mixed load scales less: every replica has one CPU generation slot, so chats and answers queue
+behind each other (their p50 is mostly queueing), and the 32 clients, Ray Serve's proxy and Redis
+run on the same 2 cores as the replicas. Every answer reported cached tokens > 0, including those
+a replica answered from states another replica captured.
+
 ## Machine
 
 {machine}

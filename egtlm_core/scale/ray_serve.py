@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..server.settings import ServerSettings
 
 APP_NAME = "egtlm"
+MIN_IN_FLIGHT = 64  # requests a replica takes at once: its batcher and generation queue order them
 
 
 def _replica_class() -> Any:
@@ -82,6 +83,8 @@ def serve_on_ray(
     serve.start(http_options={"host": host, "port": port})
     deployment = _replica_class().options(
         num_replicas=replicas,
+        # Ray Serve's default (5 in flight per replica) would cap the embedding micro-batches at 5 texts
+        max_ongoing_requests=max(MIN_IN_FLIGHT, 2 * settings.max_batch),
         ray_actor_options={
             "num_cpus": cpus_per_replica,
             "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads)}},

@@ -385,3 +385,15 @@ def test_serve_replicas_small(
     record = json.loads((out / "serve_replicas.json").read_text())
     assert {(r[0], r[1]) for r in record["rows"]} >= {("1x embeddings", "embeddings"), ("2x mixed", "answer")}
     assert len(record["ratios"]["embeddings"]) == 2 and not record["errors"]
+
+
+def test_ray_index_throughput_small(
+    benchmarks: None, tiny_llama_dir: Path, tiny_data: Path, redis_url: str, tmp_path: Path, monkeypatch
+):
+    pytest.importorskip("ray")
+    out = tmp_path / "page"
+    argv = ["--model", tiny_llama_dir, "--redis", redis_url, "--docs", 8, "--batch-size", 4, "--cpus", 2]
+    assert run_script("ray_index_throughput", [*argv, "--dtype", "float32", "--out", out], monkeypatch) == 0
+    record = json.loads((out / "ray_index_throughput.json").read_text())
+    assert record["entries"] == 8 and record["state_bytes"] > 0 and len(record["ratio_wall"]) == 2
+    assert "## Projection" in (out / "ray_index_throughput.md").read_text()
