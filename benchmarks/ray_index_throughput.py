@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio_wall = [two / one for one, two in zip(wall[1], wall[2], strict=True)]
     ratio_steady = [two / one for one, two in zip(steady[1], steady[2], strict=True)]
     entries, state_bytes = sizes[0]
-    per_doc = state_bytes / max(entries, 1)
+    per_doc = state_bytes / max(entries - 1, 1)  # one entry is the RAG head every document follows
     per_token = state_bytes / tokens
     rows = [
         [f"{a} actor{'s' if a > 1 else ''}", f"{statistics.median(wall[a]):.2f}",

@@ -9,5 +9,6 @@ collection made with it, so Chroma can rebuild the function from the collection'
 from __future__ import annotations
 
 from .embedding_function import EgtLMEmbeddingFunction
+from .ray_index import index_collection_on_ray
 
-__all__ = ["EgtLMEmbeddingFunction"]
+__all__ = ["EgtLMEmbeddingFunction", "index_collection_on_ray"]
