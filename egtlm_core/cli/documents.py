@@ -1,4 +1,5 @@
-"""Documents for `egtlm index` / `egtlm ask`: .txt/.md files chunked, and the saved local index.
+"""Documents for `egtlm index` / `egtlm ask`: .txt/.md files chunked, records from .jsonl/.parquet
+files (`{"id"?, "text", "metadata"?}` each, long texts chunked), and the saved local index.
 
 In-process, `egtlm index` saves the ids, texts, metadata and vectors it embedded (one JSON file and
 one .npy) so a later `egtlm ask` finds them; their KV states are in the model's disk store already,
@@ -18,7 +19,8 @@ from ..loading.default_model import cache_root
 from ..rag.index import DocumentIndex
 from .io import UsageError
 
-SUFFIXES = (".txt", ".md")
+SUFFIXES = (".txt", ".md", ".jsonl", ".parquet")
+RECORD_SUFFIXES = (".jsonl", ".parquet")  # one document per record, not one text per file
 CHUNK_CHARS = 1200
 
 
@@ -65,9 +67,24 @@ def chunks(text: str, max_chars: int = CHUNK_CHARS) -> Iterator[str]:
 
 
 def chunked_documents(paths: Sequence[str], max_chars: int = CHUNK_CHARS) -> list[dict[str, Any]]:
-    """{"id": "file#n", "text", "metadata": {"source", "chunk"}} for every chunk of every file."""
+    """{"id", "text", "metadata"} for every chunk: of each text file ("file#n", metadata source and
+    chunk), and of each record of a .jsonl/.parquet file (its id, else "file#line"; "#n" added when
+    its text is cut into several chunks; its metadata plus source and chunk)."""
     docs = []
     for path in files_in(paths):
+        if path.suffix.lower() in RECORD_SUFFIXES:
+            for record_id, text, metadata in records(path):
+                pieces = list(chunks(text, max_chars))
+                for n, chunk in enumerate(pieces):
+                    doc_id = record_id if len(pieces) == 1 else f"{record_id}#{n}"
+                    docs.append(
+                        {
+                            "id": doc_id,
+                            "text": chunk,
+                            "metadata": {**metadata, "source": str(path), "chunk": n},
+                        }
+                    )
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
@@ -75,6 +92,42 @@ def chunked_documents(paths: Sequence[str], max_chars: int = CHUNK_CHARS) -> lis
         for n, chunk in enumerate(chunks(text, max_chars)):
             docs.append({"id": f"{path}#{n}", "text": chunk, "metadata": {"source": str(path), "chunk": n}})
     return docs
+
+
+def records(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(id, text, metadata) of each record of a .jsonl or .parquet file; a bad record names its line."""
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as err:
+            raise UsageError(
+                "Reading .parquet needs pyarrow: pip install pyarrow (egtlm[ray] has it)."
+            ) from err
+        rows: Iterator[Any] = iter(pq.read_table(path).to_pylist())
+    else:
+        rows = (
+            _json_line(path, n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines())
+        )
+    for n, row in enumerate(rows):
+        if row is None:  # a blank line
+            continue
+        where = f"'{path}' record {n + 1}"
+        text = row.get("text") if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise UsageError(f"{where} needs a non-empty string 'text'.")
+        metadata = row.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise UsageError(f"{where}: 'metadata' must be an object, got {type(metadata).__name__}.")
+        yield str(row.get("id") or f"{path}#{n}"), text, dict(metadata)
+
+
+def _json_line(path: Path, n: int, line: str) -> Any:
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"'{path}' line {n + 1} is not valid JSON: {err.msg}.") from err
 
 
 def save_index(index: DocumentIndex, path: Path) -> None:

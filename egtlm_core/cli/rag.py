@@ -40,7 +40,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "index",
         parents=parents,
-        help="index .txt/.md files or folders for `egtlm ask`",
+        help="index .txt/.md/.jsonl/.parquet files or folders for `egtlm ask`",
         description="Chunk the files, embed the chunks and store their KV states.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
