@@ -5,7 +5,8 @@ cache tiers). The names here are plumbing for code that wraps `EgtLM` in another
 lazy shared models for cheap construction, running blocking calls off an event loop, rendering
 tool calls in a chat transcript, and `encode`'s own batching/forward/pooling steps for a
 framework that runs its own batches (the sentence-transformers module; `length_sorted_batches`
-with `EgtLM.max_batch_tokens` groups texts as `encode` does). The layout test lets
+with `EgtLM.max_batch_tokens` groups texts as `encode` does), and indexing on Ray Data for a vector
+store's adapter (`index_on_ray`, `RayIndexOptions`: Ray is imported only when it runs). The layout test lets
 `integrations/` import only `egtlm_core` and this package.
 """
 
@@ -26,6 +27,7 @@ from ..generation import (
 from ..generation.constrained import JsonGrammar, json_grammar, tool_call_schema
 from ..rag.document_cache import HandedOut
 from ..rag.index import check_k
+from ..scale.ray_index import RayIndexOptions, index_on_ray
 from ..shared import LazyLM, display_name, shared_lm
 
 __all__ = [
@@ -33,10 +35,12 @@ __all__ = [
     "HandedOut",
     "JsonGrammar",
     "LazyLM",
+    "RayIndexOptions",
     "check_k",
     "check_texts",
     "display_name",
     "forward_states",
+    "index_on_ray",
     "iterate_in_thread",
     "json_grammar",
     "length_sorted_batches",

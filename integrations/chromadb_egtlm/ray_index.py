@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from egtlm_core.scale import RayIndexOptions, index_on_ray
+from egtlm_core.adapter_kit import RayIndexOptions, index_on_ray
 
 from .embedding_function import EgtLMEmbeddingFunction
 
