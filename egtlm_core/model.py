@@ -81,6 +81,10 @@ class EgtLM:
             default: 1 GiB of RAM over a disk tier in the user cache dir.
         document_index: the index `index`/`search`/`answer` use (default: a new in-process one); a
             `SharedDocumentIndex` shares it with other processes (server replicas) through Redis.
+        weights: "native" (default), or "int8": every linear layer weight-only int8 with one scale
+            per row, for faster CPU decoding where torch's int8 kernel is fast (opt-in; measured per
+            CPU in docs/benchmarks/decode_speed.md; CPU only). Vectors and states differ slightly
+            from native ones and never share cache entries with them.
         share_weights: True (default) shares the weights with every EgtLM of the same source, dtype
             and device in the process; False loads a private copy, for code that changes them in
             place (`egtlm_core.training` does).
@@ -103,6 +107,7 @@ class EgtLM:
         cache_store: Any = None,
         document_index: DocumentIndex | None = None,
         share_weights: bool = True,
+        weights: str = "native",
         **kwargs: Any,
     ) -> None:
         self.source: ModelSource = resolve_source(model_name_or_path, base=base_model)
@@ -132,6 +137,7 @@ class EgtLM:
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
             share=share_weights,
+            weights=weights,
         )
 
     # --- what the seed and GritLM code reach for -------------------------------------------------
@@ -157,6 +163,11 @@ class EgtLM:
         return int(self._loaded.body.config.hidden_size)
 
     @property
+    def weights(self) -> str:
+        """ "native", or "int8" for weight-only int8 linears (`EgtLM(weights="int8")`)."""
+        return self._loaded.weights
+
+    @property
     def attention_kernel(self) -> str:
         """The attention implementation the model runs (e.g. "sdpa", "eager", "egtlm_sdpa").
 
@@ -176,7 +187,9 @@ class EgtLM:
         c = self.config
         return (
             f"EgtLM({self.source.cache_id()!r}, mode={c.mode!r}, pooling={c.pooling!r}, "
-            f"attention={c.attention!r}, dtype={self.dtype}, device={self.device})"
+            f"attention={c.attention!r}, dtype={self.dtype}, device={self.device}"
+            + ("" if self.weights == "native" else f", weights={self.weights!r}")
+            + ")"
         )
 
     # --- embedding --------------------------------------------------------------------------------

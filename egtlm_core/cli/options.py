@@ -47,6 +47,12 @@ def _model_options() -> argparse.ArgumentParser:
         help="model directory, .gguf file or hub id (default: the packaged SmolLM2-135M-Instruct)",
     )
     p.add_argument("--dtype", default="auto", help="auto (default), float32, bfloat16 or float16")
+    p.add_argument(
+        "--weights",
+        default="native",
+        choices=["native", "int8"],
+        help="int8: weight-only int8 linears, faster decoding on CPUs with a fast int8 kernel (opt-in)",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     return p
 
@@ -58,4 +64,5 @@ def load_model(args: argparse.Namespace, mode: str, **extra: Any) -> EgtLM:
     from ..model import EgtLM  # here: a command that loads no model imports no torch
 
     logger.info("Loading %s (mode=%s)", args.model or "the default model", mode)
-    return EgtLM(args.model, mode=mode, torch_dtype=args.dtype, device=args.device, **settings, **extra)
+    loading = {"torch_dtype": args.dtype, "device": args.device, "weights": args.weights}
+    return EgtLM(args.model, mode=mode, **loading, **settings, **extra)

@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = ServerSettings.from_env(
         model=args.model_arg or args.model,
-        model_kwargs={"torch_dtype": args.dtype, "device": args.device},
+        model_kwargs={"torch_dtype": args.dtype, "device": args.device, "weights": args.weights},
         served_name=args.served_name,
         aliases=tuple(args.alias),
         api_key=args.api_key,

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..modeling.int8_weights import check_weights, quantize_linears
 from .loader import load_model_and_tokenizer
 from .sources import ModelSource
 
@@ -41,6 +42,7 @@ class LoadedModel:
     device: torch.device
     attn_implementation: str | None
     has_lm_head: bool
+    weights: str = "native"  # "int8": every linear layer weight-only int8 (`modeling.int8_weights`)
     lock: threading.RLock = field(default_factory=threading.RLock)
     # What every user of these weights shares, one object per type (`model_state`): e.g. the RAG
     # engines' known documents and default KV store.
@@ -50,6 +52,12 @@ class LoadedModel:
     def body(self) -> Any:
         """The transformer without the LM head (what embedding runs)."""
         return self.model.base_model if self.has_lm_head else self.model
+
+    def fingerprint(self) -> str:
+        """The weights as they compute: the source's fingerprint, marked when quantized at load, so
+        states and vectors of int8 weights never share cache entries with the native ones."""
+        base = self.source.fingerprint()
+        return base if self.weights == "native" else f"{base}+{self.weights}"
 
     def __hash__(self) -> int:
         return id(self)
@@ -98,15 +106,18 @@ def get_model(
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     share: bool = True,
+    weights: str = "native",
 ) -> LoadedModel:
     """The shared `LoadedModel` for these settings, loading it (once, even under threads) if needed.
 
     `share=False` loads a private copy that is never registered: for code that changes the weights
     in place (training injects LoRA and steps the optimiser), which must not reach other users."""
 
+    check_weights(weights)
+
     def load() -> tuple[Any, Any]:
         logger.info("Loading %s (%s, %s, lm_head=%s)", source.cache_id(), dtype, device, with_lm_head)
-        return load_model_and_tokenizer(
+        model, tokenizer = load_model_and_tokenizer(
             source,
             with_lm_head=with_lm_head,
             dtype=dtype,
@@ -114,10 +125,14 @@ def get_model(
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
         )
+        if weights == "int8":
+            quantize_linears(model)
+        return model, tokenizer
 
     if not share:
-        return LoadedModel(source, *load(), dtype, device, attn_implementation, with_lm_head)
-    key = ("LoadedModel", source.cache_id(), str(dtype), str(device), attn_implementation, trust_remote_code)
+        return LoadedModel(source, *load(), dtype, device, attn_implementation, with_lm_head, weights)
+    key: tuple = ("LoadedModel", source.cache_id(), str(dtype), str(device), attn_implementation)
+    key += (trust_remote_code, weights)
     with _key_lock(key):
         entry = _entries.get(key)
         if entry is not None and (entry.has_lm_head or not with_lm_head):
@@ -127,7 +142,9 @@ def get_model(
             with entry.lock:
                 entry.model, entry.tokenizer, entry.has_lm_head = model, tokenizer, True
             return entry
-        entry = LoadedModel(source, model, tokenizer, dtype, device, attn_implementation, with_lm_head)
+        entry = LoadedModel(
+            source, model, tokenizer, dtype, device, attn_implementation, with_lm_head, weights
+        )
         _entries[key] = entry
         return entry
 

@@ -132,7 +132,7 @@ class SharedCacheRAG:
         if self._store is None:
             with self.loaded.lock:
                 if self._shared.store is None:
-                    self._shared.store = default_store(self.loaded.source.fingerprint())
+                    self._shared.store = default_store(self.loaded.fingerprint())
                 self._store = self._shared.store
         return self._store
 
@@ -150,7 +150,7 @@ class SharedCacheRAG:
                 self._reuser = KVReuser(
                     self.loaded.body,
                     self.tokenizer,
-                    self.loaded.source.fingerprint(),
+                    self.loaded.fingerprint(),
                     store,
                     capture=self.capture,
                     ram=self._shared.ram,

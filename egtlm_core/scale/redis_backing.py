@@ -23,18 +23,22 @@ def shared_state_store(url: str, ram_bytes: int = RAM_BYTES) -> Any:
     return TieredStore([MemoryTier(ram_bytes), RedisTier(check_redis_url(url))])
 
 
-def documents_stream(model: str | os.PathLike | None) -> str:
-    """The document index's stream for a model: named after its weights' fingerprint."""
+def documents_stream(model: str | os.PathLike | None, weights: str = "native") -> str:
+    """The document index's stream for a model: named after its weights' fingerprint (int8 weights
+    embed slightly differently, so they get their own)."""
     from ..loading.sources import resolve_source
 
-    return f"egtlm:documents:{resolve_source(model).fingerprint()}"
+    fingerprint = resolve_source(model).fingerprint()
+    return f"egtlm:documents:{fingerprint}" + ("" if weights == "native" else f"+{weights}")
 
 
-def redis_backing(url: str, model: str | os.PathLike | None) -> dict[str, Any]:
-    """`EgtLM(model, **redis_backing(url, model))`: states and documents shared through `url`."""
+def redis_backing(url: str, model: str | os.PathLike | None, weights: str = "native") -> dict[str, Any]:
+    """`EgtLM(model, weights=weights, **redis_backing(url, model, weights))`: states and documents
+    shared through `url`."""
     from ..rag.shared_index import SharedDocumentIndex
 
+    stream = documents_stream(model, weights)
     return {
         "cache_store": shared_state_store(url),
-        "document_index": SharedDocumentIndex(check_redis_url(url), stream=documents_stream(model)),
+        "document_index": SharedDocumentIndex(check_redis_url(url), stream=stream),
     }

@@ -33,7 +33,7 @@ def load_server_model(settings: ServerSettings) -> EgtLM:
     if settings.redis_url is not None:
         from ..scale.redis_backing import redis_backing
 
-        kwargs.update(redis_backing(settings.redis_url, settings.model))
+        kwargs.update(redis_backing(settings.redis_url, settings.model, kwargs.get("weights", "native")))
     return shared_lm(settings.model, model_kwargs=kwargs)
 
 
