@@ -63,14 +63,20 @@ def read_bandwidth_gbs(mbytes: int = 512, repeats: int = 5) -> float:
     return buffer.numel() * 4 / best / 1e9
 
 
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes a decode step reads: every parameter once (tied embeddings counted once)."""
+def weight_bytes(model: Any) -> int:
+    """Bytes a decode step reads: every parameter and buffer once (tied embeddings counted once).
+    With int8 weights (`EgtLM(weights="int8")`) the LM head is an int8 copy of the embedding table,
+    and of the table itself a step reads one row: the table is not counted then."""
     seen: set[int] = set()
     total = 0
-    for p in model.parameters():
+    for p in [*model.parameters(), *model.buffers()]:
         if p.data_ptr() not in seen:
             seen.add(p.data_ptr())
             total += p.numel() * p.element_size()
+    table = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    if head is not None and getattr(head, "weight", None) is not table:
+        total -= table.numel() * table.element_size()
     return total
 
 
@@ -161,10 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     name_or_path = model_name(args)
     user = EgtLM(name_or_path)  # what a user gets: dtype "auto"
     pinned = {name: EgtLM(name_or_path, torch_dtype=name) for name in ("float32", "bfloat16")}
+    int8 = EgtLM(name_or_path, weights="int8")  # the opt-in: weight-only int8 linears, dtype "auto"
     systems: dict[str, tuple[EgtLM, Callable[[int], Any]]] = {
         "egtlm (auto)": (user, egtlm_runner(user)),
         "transformers generate (same weights)": (user, hf_runner(user)),
         **{f"egtlm {name}": (lm, egtlm_runner(lm)) for name, lm in pinned.items()},
+        "egtlm weights='int8' (opt-in)": (int8, egtlm_runner(int8)),
     }
     for _, run in systems.values():
         run(2)  # warm-up: kernel selection, allocations
@@ -177,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         ms = statistics.median(timings[name])
         floor = weight_bytes(lm.model) / (bandwidth * 1e9) * 1e3
         results[name] = (ms, floor)
-        dtype = str(lm.dtype).removeprefix("torch.")
+        dtype = str(lm.dtype).removeprefix("torch.") + (" + int8 weights" if lm.weights == "int8" else "")
         rows.append([name, dtype, f"{ms:.1f}", f"{floor:.1f}", f"{ms / floor:.2f}×"])
         print(f"{name} ({dtype}): {ms:.1f} ms/token, floor {floor:.1f} ms ({ms / floor:.2f}×)", flush=True)
     prof = profile_step(hf_runner(user), args.tokens)  # the same forward per step, on this thread
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     share = prof["ms"].get("matrix products", 0.0) / sum(prof["ms"].values())
     matmul_gbs = weight_bytes(user.model) / 1e9 / (prof["ms"].get("matrix products", float("nan")) / 1e3)
     hf_ms, _ = results["transformers generate (same weights)"]
+    int8_ms, int8_floor = results["egtlm weights='int8' (opt-in)"]
     described = (
         "the packaged default model (SmolLM2-135M-Instruct + the shipped adapter)"
         if name_or_path is None
@@ -207,6 +216,9 @@ so that N tokens are decoded).
 
 `EgtLM().chat` decodes at **{auto_ms / auto_floor:.2f}× the floor** of its dtype and at
 {hf_ms / auto_ms:.2f}× transformers' `generate` speed on the same weights (> 1: egtlm faster).
+With the opt-in `EgtLM(weights="int8")` (every linear weight-only int8, torch's `_weight_int8pack_mm`)
+it decodes at **{int8_ms:.1f} ms/token**, {auto_ms / int8_ms:.2f}× the default's speed and
+{int8_ms / int8_floor:.2f}× its own floor.
 
 ## Where a decode step's time goes (dtype auto, torch.profiler self CPU time)
 

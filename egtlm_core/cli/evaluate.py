@@ -20,7 +20,7 @@ from ..evaluation.datasets import data_dir
 from ..evaluation.runner import ALIASES, DESCRIPTION, HEADLINE, TASKS, EvalOptions, run_eval
 from ..evaluation.sts import SIDES
 from .io import UsageError
-from .options import _positive_int
+from .options import _positive_int, add_loading_options
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write all results here")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="torch threads")
-    p.add_argument("--dtype", default="auto", help="auto (default), float32, bfloat16 or float16")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    add_loading_options(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -99,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     name = None if args.model in DEFAULT_NAMES else args.model
     start = time.perf_counter()
-    model = EgtLM(name, torch_dtype=args.dtype, device=args.device)
+    model = EgtLM(name, torch_dtype=args.dtype, device=args.device, weights=args.weights)
     load_s = time.perf_counter() - start
     results = run_eval(
         model, args.task, options, on_result=lambda t, r: logger.info("%s done: %s", t, r.get("wall_s"))
@@ -107,6 +106,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results.update(
         load_s=load_s,
         dtype=str(model.dtype).removeprefix("torch."),
+        weights=model.weights,
         threads=torch.get_num_threads(),
         command=" ".join(["egtlm", *map(shlex.quote, sys.argv[1:])]),
     )

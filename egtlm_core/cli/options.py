@@ -46,6 +46,12 @@ def _model_options() -> argparse.ArgumentParser:
         metavar="PATH",
         help="model directory, .gguf file or hub id (default: the packaged SmolLM2-135M-Instruct)",
     )
+    add_loading_options(p)
+    return p
+
+
+def add_loading_options(p: argparse.ArgumentParser) -> None:
+    """How a model loads: dtype, weights, device (also for `egtlm eval`, whose MODEL is positional)."""
     p.add_argument("--dtype", default="auto", help="auto (default), float32, bfloat16 or float16")
     p.add_argument(
         "--weights",
@@ -54,7 +60,6 @@ def _model_options() -> argparse.ArgumentParser:
         help="int8: weight-only int8 linears, faster decoding on CPUs with a fast int8 kernel (opt-in)",
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    return p
 
 
 def load_model(args: argparse.Namespace, mode: str, **extra: Any) -> EgtLM:

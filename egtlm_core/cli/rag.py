@@ -136,7 +136,7 @@ def _index_on_ray(args: argparse.Namespace, docs: list[dict[str, Any]], index_fi
     index = DocumentIndex()
     if index_file.is_file():
         load_index(index_file, index)
-    settings = {"torch_dtype": args.dtype, "device": args.device, "mode": "unified"}
+    settings = {"torch_dtype": args.dtype, "device": args.device, "weights": args.weights, "mode": "unified"}
     options = RayIndexOptions(model=args.model, settings=settings, redis_url=args.redis, actors=args.actors)
     address = None if args.ray == "local" else args.ray
     done = set(index.ids)

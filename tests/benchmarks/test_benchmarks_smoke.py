@@ -244,6 +244,7 @@ def test_decode_speed_small(benchmarks: None, tiny_llama_dir: Path, tmp_path: Pa
     assert (
         "| system | dtype | ms / token | floor ms | × floor |" in text
         and "| egtlm bfloat16 | bfloat16 |" in text
+        and "| egtlm weights='int8' (opt-in) |" in text
     )
     assert "## Where a decode step's time goes" in text and "matrix products" in text
 
