@@ -66,3 +66,14 @@ def test_int8_weights_chat_and_keep_their_own_cache_keys(native_and_int8):
     int8.index(doc)
     (n,), (q,) = native.document_cache.hand_out(doc), int8.document_cache.hand_out(doc)
     assert n.key.model != q.key.model and n.stored and q.stored
+
+
+def test_many_rows_take_the_dequantized_product_with_the_same_result():
+    """Prefill and embedding batches (more than KERNEL_ROWS rows) dequantize; decoding uses the kernel."""
+    from egtlm_core.modeling.int8_weights import KERNEL_ROWS
+
+    torch.manual_seed(0)
+    layer = Int8Linear(torch.nn.Linear(32, 16))
+    x = torch.randn(KERNEL_ROWS * 4, 32)
+    one_by_one = torch.cat([layer(row[None]) for row in x])  # each row through the int8 kernel
+    torch.testing.assert_close(layer(x), one_by_one, atol=1e-4, rtol=1e-4)
