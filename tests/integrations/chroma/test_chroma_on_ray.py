@@ -22,15 +22,7 @@ DOCS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})  # fmt: skip
-    yield
-    ray.shutdown()
-
-
-def test_a_server_collection_filled_on_ray(cluster, chroma_server, redis_url, tiny_llama_dir):
+def test_a_server_collection_filled_on_ray(ray_cluster, chroma_server, redis_url, tiny_llama_dir):
     host, port = chroma_server.split(":")
     client = chromadb.HttpClient(host=host, port=int(port))
     function = EgtLMEmbeddingFunction(

@@ -23,15 +23,7 @@ DOCS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})  # fmt: skip
-    yield
-    ray.shutdown()
-
-
-def test_ray_indexing_equals_in_process_indexing(cluster, redis_url, tiny_llama_dir):
+def test_ray_indexing_equals_in_process_indexing(ray_cluster, redis_url, tiny_llama_dir):
     prefix = f"test:{uuid.uuid4().hex}:"
     options = RayIndexOptions(
         model=str(tiny_llama_dir), settings={"torch_dtype": "float32"}, redis_url=redis_url,
@@ -61,7 +53,7 @@ def test_ray_indexing_equals_in_process_indexing(cluster, redis_url, tiny_llama_
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
-def test_a_stopped_run_resumes_without_duplicates(cluster, tiny_llama_dir):
+def test_a_stopped_run_resumes_without_duplicates(ray_cluster, tiny_llama_dir):
     options = RayIndexOptions(model=str(tiny_llama_dir), settings={"torch_dtype": "float32"}, batch_size=25)
     done: dict[str, np.ndarray] = {}
     for batch in index_on_ray(DOCS[:120], options):  # "killed" after the first 120 were stored

@@ -23,12 +23,11 @@ TEXTS = ["Paris is the capital of France.", "Berlin is the capital of Germany.",
 
 
 @pytest.fixture(scope="module")
-def replicas(redis_url, tiny_llama_dir):
+def replicas(ray_cluster, redis_url, tiny_llama_dir):
     from ray import serve
 
     from egtlm_core.scale import serve_on_ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     # a database of its own: the document stream is named after the model, which other tests also use
     url = redis_url.rsplit("/", 1)[0] + "/7"
@@ -46,7 +45,6 @@ def replicas(redis_url, tiny_llama_dir):
         time.sleep(0.5)
     yield base
     serve.shutdown()
-    ray.shutdown()
 
 
 def test_needs_redis_for_more_than_one_replica():
