@@ -61,10 +61,13 @@ def run(documents: list[dict[str, Any]], options: RayIndexOptions) -> dict[str, 
     return {"wall_s": end - start, "steady_s": end - first_at, "steady_docs": total - first_docs}
 
 
-def stored_bytes(client: Any, prefix: str) -> tuple[int, int]:
-    """(entries, bytes) of the state values under `prefix` in Redis."""
+def take_stored(client: Any, prefix: str) -> tuple[int, int]:
+    """(entries, bytes) of the state values under `prefix` in Redis, which are then deleted."""
     keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    return len(keys), sum(int(client.strlen(k)) for k in keys)
+    size = sum(int(client.strlen(k)) for k in keys)
+    if keys:
+        client.delete(*keys)
+    return len(keys), size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             got = run(documents, options)
             runs[actors].append(got)
-            sizes.append(stored_bytes(client, prefix))
-            for key in client.scan_iter(match=prefix + "*", count=1000):
-                client.delete(key)
+            sizes.append(take_stored(client, prefix))
             print(
                 f"{actors} actor(s): {got['wall_s']:.1f} s, {len(documents) / got['wall_s']:.2f} docs/s",
                 file=sys.stderr,

@@ -22,7 +22,6 @@ import os
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +49,6 @@ from egtlm_core.evaluation import read_stsb  # noqa: E402
 from egtlm_core.server import ServerSettings, free_port  # noqa: E402
 
 
-def wait_healthy(url: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=10).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} never became healthy")
-        time.sleep(0.5)
-
-
 def run_replicas(replicas: int, settings: ServerSettings, args: Any, picks: dict[str, Any]) -> list[Phase]:
     """Deploy `replicas`, post the documents, drive both phases; -> the phases (then undeploy)."""
     from ray import serve
@@ -73,7 +59,6 @@ def run_replicas(replicas: int, settings: ServerSettings, args: Any, picks: dict
     serve_on_ray(settings, replicas, port=port, cpus_per_replica=1, blocking=False)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url)
         posted = httpx.post(url + "/v1/documents", timeout=600, json={"documents": picks["documents"]})
         posted.raise_for_status()
         phases = [

@@ -20,7 +20,7 @@ from ..evaluation.datasets import data_dir
 from ..evaluation.runner import ALIASES, DESCRIPTION, HEADLINE, TASKS, EvalOptions, run_eval
 from ..evaluation.sts import SIDES
 from .io import UsageError
-from .options import _positive_int, add_loading_options
+from .options import _positive_int, add_loading_options, loading_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     name = None if args.model in DEFAULT_NAMES else args.model
     start = time.perf_counter()
-    model = EgtLM(name, torch_dtype=args.dtype, device=args.device, weights=args.weights)
+    model = EgtLM(name, **loading_kwargs(args))
     load_s = time.perf_counter() - start
     results = run_eval(
         model, args.task, options, on_result=lambda t, r: logger.info("%s done: %s", t, r.get("wall_s"))

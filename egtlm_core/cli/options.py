@@ -69,5 +69,9 @@ def load_model(args: argparse.Namespace, mode: str, **extra: Any) -> EgtLM:
     from ..model import EgtLM  # here: a command that loads no model imports no torch
 
     logger.info("Loading %s (mode=%s)", args.model or "the default model", mode)
-    loading = {"torch_dtype": args.dtype, "device": args.device, "weights": args.weights}
-    return EgtLM(args.model, mode=mode, **loading, **settings, **extra)
+    return EgtLM(args.model, mode=mode, **loading_kwargs(args), **settings, **extra)
+
+
+def loading_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """`EgtLM` loading arguments from `add_loading_options` (what every command passes on)."""
+    return {"torch_dtype": args.dtype, "device": args.device, "weights": args.weights}

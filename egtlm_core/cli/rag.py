@@ -17,7 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .documents import CHUNK_CHARS, chunked_documents, default_index_path, load_index, save_index
-from .options import _positive_int, load_model
+from .options import _positive_int, load_model, loading_kwargs
 
 BATCH = 16  # chunks per indexing call (one progress step)
 
@@ -136,7 +136,7 @@ def _index_on_ray(args: argparse.Namespace, docs: list[dict[str, Any]], index_fi
     index = DocumentIndex()
     if index_file.is_file():
         load_index(index_file, index)
-    settings = {"torch_dtype": args.dtype, "device": args.device, "weights": args.weights, "mode": "unified"}
+    settings = {**loading_kwargs(args), "mode": "unified"}
     options = RayIndexOptions(model=args.model, settings=settings, redis_url=args.redis, actors=args.actors)
     address = None if args.ray == "local" else args.ray
     done = set(index.ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .options import _positive_int
+from .options import _positive_int, loading_kwargs
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = ServerSettings.from_env(
         model=args.model_arg or args.model,
-        model_kwargs={"torch_dtype": args.dtype, "device": args.device, "weights": args.weights},
+        model_kwargs=loading_kwargs(args),
         served_name=args.served_name,
         aliases=tuple(args.alias),
         api_key=args.api_key,

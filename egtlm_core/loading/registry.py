@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..modeling.int8_weights import check_weights, quantize_linears
+from ..modeling.int8_weights import check_weights, quantize_linears, weights_fingerprint
 from .loader import load_model_and_tokenizer
 from .sources import ModelSource
 
@@ -56,8 +56,7 @@ class LoadedModel:
     def fingerprint(self) -> str:
         """The weights as they compute: the source's fingerprint, marked when quantized at load, so
         states and vectors of int8 weights never share cache entries with the native ones."""
-        base = self.source.fingerprint()
-        return base if self.weights == "native" else f"{base}+{self.weights}"
+        return weights_fingerprint(self.source.fingerprint(), self.weights)
 
     def __hash__(self) -> int:
         return id(self)

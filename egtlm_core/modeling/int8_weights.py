@@ -23,6 +23,12 @@ WEIGHTS = ("native", "int8")
 KERNEL_ROWS = 8
 
 
+def weights_fingerprint(fingerprint: str, weights: str) -> str:
+    """A model fingerprint as the weights compute: marked when quantized at load, so the states,
+    vectors and shared documents of int8 weights never mix with the native ones'."""
+    return fingerprint if weights == "native" else f"{fingerprint}+{weights}"
+
+
 def check_weights(weights: Any) -> str:
     if weights not in WEIGHTS:
         raise ValueError(

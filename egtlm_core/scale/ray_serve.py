@@ -62,7 +62,8 @@ def serve_on_ray(
         replicas: how many processes serve (each holds one model).
         address: a running Ray cluster ("auto", "ray://host:10001"); None starts a local one.
         cpus_per_replica: Ray CPUs each replica reserves, and its torch threads (at least one).
-        blocking: wait until interrupted (the CLI); False returns once every replica is ready.
+        blocking: wait until interrupted (the CLI); False returns once `/health` answers 200 through
+            the proxy.
     """
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise ValueError(f"replicas must be a positive integer, got {replicas!r}.")
@@ -91,3 +92,7 @@ def serve_on_ray(
         },
     )
     serve.run(deployment.bind(settings, threads), name=APP_NAME, route_prefix="/", blocking=blocking)
+    if not blocking:  # the replicas are up; the proxy may route to them a moment later
+        from ..server.background import wait_until_healthy
+
+        wait_until_healthy(f"http://{host}:{port}")

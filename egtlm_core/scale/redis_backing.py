@@ -27,9 +27,9 @@ def documents_stream(model: str | os.PathLike | None, weights: str = "native") -
     """The document index's stream for a model: named after its weights' fingerprint (int8 weights
     embed slightly differently, so they get their own)."""
     from ..loading.sources import resolve_source
+    from ..modeling.int8_weights import weights_fingerprint
 
-    fingerprint = resolve_source(model).fingerprint()
-    return f"egtlm:documents:{fingerprint}" + ("" if weights == "native" else f"+{weights}")
+    return f"egtlm:documents:{weights_fingerprint(resolve_source(model).fingerprint(), weights)}"
 
 
 def redis_backing(url: str, model: str | os.PathLike | None, weights: str = "native") -> dict[str, Any]:

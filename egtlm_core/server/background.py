@@ -28,6 +28,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def health_status(url: str) -> int | None:
+    """The HTTP status of `url`/health, or None while nothing answers there."""
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except OSError:
+        return None
+
+
+def wait_until_healthy(url: str, timeout_s: float = 300.0) -> None:
+    """Return once `url`/health answers 200 (a server behind a proxy that may start late)."""
+    deadline = time.monotonic() + timeout_s
+    while health_status(url) != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"The server on {url} was not ready within {timeout_s} s.")
+        time.sleep(0.2)
+
+
 class BackgroundServer:
     """Start with `start()` (or `with`), which returns once `/health` says the model is loaded."""
 
@@ -59,7 +79,7 @@ class BackgroundServer:
         while time.monotonic() < deadline:
             if not self._thread.is_alive():
                 raise RuntimeError(f"The server on {self.url} stopped while starting.")
-            status = self._health()
+            status = health_status(self.url)
             if status == 200:
                 return self
             if status == 503 and self.app.state.egtlm.load_error is not None:
@@ -68,15 +88,6 @@ class BackgroundServer:
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"The server on {self.url} was not ready within {timeout_s} s.")
-
-    def _health(self) -> int | None:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as err:
-            return int(err.code)
-        except OSError:
-            return None
 
     def stop(self) -> None:
         self._server.should_exit = True
